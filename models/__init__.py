@@ -1,0 +1,40 @@
+"""SQLAlchemy models of pbx-bridge; importing this package registers every table on Base."""
+
+from models.base import Base, UTCDateTime, utcnow
+from models.calls import Attribution, Call, HangupSide, Outcome, Recording, RecordingState
+from models.company import Company, Destination, Site, Source, SourceKind, SourceSpend
+from models.numbers import (
+    ExhaustedPolicy,
+    NumberLease,
+    NumberMode,
+    NumberPool,
+    NumberState,
+    PoolExhaustion,
+    TrackingNumber,
+)
+from models.sessions import VisitorSession
+
+__all__ = [
+    "Attribution",
+    "Base",
+    "Call",
+    "Company",
+    "Destination",
+    "ExhaustedPolicy",
+    "HangupSide",
+    "NumberLease",
+    "NumberMode",
+    "NumberPool",
+    "NumberState",
+    "Outcome",
+    "PoolExhaustion",
+    "Recording",
+    "RecordingState",
+    "Site",
+    "Source",
+    "SourceKind",
+    "SourceSpend",
+    "TrackingNumber",
+    "UTCDateTime",
+    "utcnow",
+]

@@ -1,0 +1,98 @@
+"""The `pbx-bridge` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from pbx_bridge import __version__
+from pbx_bridge.config import Config, ConfigError, load_config, masked
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pbx-bridge", description="Call tracking for companies that run their own Asterisk."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration file (default: $PBX_BRIDGE_CONFIG, else built-in defaults)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the ARI worker and the HTTP server")
+    serve.add_argument("--log-format", choices=["human", "json"], help="log line format")
+    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--no-ari", action="store_true", help="do not connect to Asterisk (HTTP only)")
+    serve.add_argument("--no-http", action="store_true", help="do not start the HTTP server")
+
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_commands.add_parser("show", help="print the effective configuration, secrets masked")
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="apply pending migrations")
+    db_commands.add_parser("current", help="show the database's revision and the newest one")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"pbx-bridge: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    handler = _HANDLERS[args.command]
+    try:
+        return handler(args, config)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from pbx_bridge.service import run_service
+
+    return run_service(
+        config,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        with_ari=not args.no_ari,
+        with_http=not args.no_http,
+    )
+
+
+def _config(args: argparse.Namespace, config: Config) -> int:
+    print(json.dumps(masked(config), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _db(args: argparse.Namespace, config: Config) -> int:
+    from pbx_bridge.storage.migrations import current_revision, head_revision, upgrade
+
+    url = config.database.url
+    if args.db_command == "upgrade":
+        asyncio.run(upgrade(url))
+        print(f"database at revision {head_revision(url)}")
+        return 0
+
+    current = asyncio.run(current_revision(url))
+    head = head_revision(url)
+    state = "up to date" if current == head else "upgrade pending (run: pbx-bridge db upgrade)"
+    print(f"current: {current or 'empty'}\nhead:    {head}\n{state}")
+    return 0
+
+
+_HANDLERS = {"serve": _serve, "config": _config, "db": _db}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

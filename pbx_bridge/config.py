@@ -1,0 +1,264 @@
+"""Configuration: a TOML file, then PBX_BRIDGE_<SECTION>_<KEY> environment variables, over defaults.
+
+Every section is a frozen dataclass; the field types are the schema. Errors raise ConfigError with
+one line naming the file (or variable), the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "PBX_BRIDGE_"
+CONFIG_ENV = "PBX_BRIDGE_CONFIG"
+SECRET_KEYS = frozenset({"password", "token", "secret", "api_secret"})
+MASK = "********"
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message is one line fit to show the operator."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite+aiosqlite:///pbx-bridge.db"
+    # Apply pending Alembic revisions when `serve` starts.
+    auto_upgrade: bool = True
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class AriConfig:
+    url: str = "http://127.0.0.1:8088"
+    username: str = "pbx-bridge"
+    password: str = ""
+    app: str = "calltracking"
+    # Seconds between websocket reconnect attempts: doubles from min to max.
+    reconnect_min_delay: float = 0.5
+    reconnect_max_delay: float = 30.0
+    # Seconds to wait for one REST answer from Asterisk.
+    request_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:8080"
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    enabled: bool = True
+    format: str = "wav"
+    # Recording name relative to Asterisk's recording folder, without extension. Placeholders:
+    # {date} (YYYY/MM/DD of the call's start, UTC), {call_id} (the caller's channel id).
+    name_template: str = "calltracking/{date}/{call_id}"
+    # Asterisk's recording folder as this host sees it (astspooldir/recording).
+    folder: str = "/var/spool/asterisk/recording"
+
+
+@dataclass(frozen=True)
+class CallsConfig:
+    # Where calls on numbers that are not tracked go; empty means the fallback context.
+    default_destination: str = ""
+    ring_timeout: int = 20
+    # Dialplan context that `continue` sends a caller to when pbx-bridge cannot handle the call.
+    fallback_context: str = "calltracking-fallback"
+    # Region for numbers written in national form, such as "8 (495) 111-00-01" in RU.
+    default_region: str = "RU"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "INFO"
+    format: str = "human"
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    ari: AriConfig = field(default_factory=AriConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    calls: CallsConfig = field(default_factory=CallsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def http_host(self) -> str:
+        return self.http.listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http.listen.rpartition(":")[2])
+
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("log", "format"): ("human", "json"),
+    ("log", "level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+    ("recording", "format"): ("wav", "gsm", "ulaw", "alaw", "sln", "g722", "wav16"),
+}
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build the effective configuration: defaults, then the file, then the environment."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(CONFIG_ENV) or None
+    raw: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        raw = _read_toml(Path(path))
+
+    sections: dict[str, Any] = {}
+    for section_field in dataclasses.fields(Config):
+        name = section_field.name
+        sections[name] = _build_section(
+            name, _SECTION_TYPES[name], raw.pop(name, {}), origin, environ
+        )
+    if raw:
+        unknown = sorted(raw)[0]
+        raise ConfigError(
+            f"{origin}: unknown section [{unknown}]; expected one of {', '.join(_SECTION_TYPES)}"
+        )
+    config = Config(**sections)
+    _check_listen(config, origin)
+    return config
+
+
+def masked(config: Config) -> dict[str, dict[str, Any]]:
+    """Return the configuration as plain data with every secret replaced by a mask."""
+    result: dict[str, dict[str, Any]] = {}
+    for name, section in dataclasses.asdict(config).items():
+        result[name] = {
+            key: (MASK if key in SECRET_KEYS and value else value) for key, value in section.items()
+        }
+    result["database"]["url"] = mask_url(config.database.url)
+    return result
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL such as postgresql+asyncpg://user:secret@host/db."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    if ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:{MASK}@{host}"
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "database": DatabaseConfig,
+    "ari": AriConfig,
+    "http": HttpConfig,
+    "recording": RecordingConfig,
+    "calls": CallsConfig,
+    "log": LogConfig,
+}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: malformed TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read configuration file: {error.strerror}") from None
+
+
+def _build_section(
+    name: str, section_type: type, raw: Any, origin: str, environ: Mapping[str, str]
+) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: [{name}] must be a table, got {_type_name(raw)}")
+    hints = typing.get_type_hints(section_type)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in hints:
+            raise ConfigError(
+                f"{origin}: unknown key {name}.{key}; expected one of {', '.join(hints)}"
+            )
+        values[key] = _coerce(value, hints[key], f"{origin}: {name}.{key}")
+
+    for key, hint in hints.items():
+        variable = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
+        if variable in environ:
+            values[key] = _coerce_env(environ[variable], hint, f"environment {variable}")
+
+    for (section, key), choices in _CHOICES.items():
+        if section == name and key in values:
+            value = values[key].upper() if key == "level" else values[key]
+            if value not in choices:
+                raise ConfigError(
+                    f"{origin}: {name}.{key} is {values[key]!r}; expected one of {', '.join(choices)}"
+                )
+            values[key] = value
+    return section_type(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    expected = _base_type(hint)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, bool):
+        raise ConfigError(f"{where} must be an integer, got a boolean")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{where} must be {_expected_name(expected)}, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _coerce_env(text: str, hint: Any, where: str) -> Any:
+    expected = _base_type(hint)
+    if expected is str:
+        return text
+    if expected is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where} must be a boolean (true or false), got {text!r}")
+    try:
+        return expected(text)
+    except ValueError:
+        raise ConfigError(f"{where} must be {_expected_name(expected)}, got {text!r}") from None
+
+
+def _base_type(hint: Any) -> type:
+    if isinstance(hint, types.UnionType):
+        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def _expected_name(expected: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean (true or false)"}[
+        expected
+    ]
+
+
+def _type_name(value: Any) -> str:
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _check_listen(config: Config, origin: str) -> None:
+    host, sep, port = config.http.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"{origin}: http.listen is {config.http.listen!r}; expected HOST:PORT such as 127.0.0.1:8080"
+        )

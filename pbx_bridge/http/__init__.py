@@ -1,0 +1,1 @@
+"""The HTTP server: health, and the APIs that each capability adds."""

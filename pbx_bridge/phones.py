@@ -1,0 +1,59 @@
+"""Phone number parsing: E.164 for storage, the raw text kept when a value is not a number."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+
+# A caller id longer than this is not a phone number in any plan; the check also bounds parsing cost.
+MAX_INPUT_LENGTH = 64
+
+
+class InvalidNumber(ValueError):
+    """A value that should be a phone number is not one."""
+
+
+@dataclass(frozen=True)
+class CallerId:
+    """A caller id as Asterisk gave it and, when it is a number, its E.164 form."""
+
+    raw: str
+    e164: str | None
+
+
+def to_e164(text: str, region: str = "RU") -> str:
+    """Parse a number written in a common human form and return it in E.164.
+
+    National forms such as "8 (495) 111-00-01" are read in `region`; digits without a plus
+    that already start with a country code ("74951110001", as trunks send them) are accepted too.
+    """
+    cleaned = text.strip()
+    if not cleaned or len(cleaned) > MAX_INPUT_LENGTH:
+        raise InvalidNumber(f"{text!r} is not a phone number")
+
+    for candidate, candidate_region in _candidates(cleaned, region):
+        try:
+            parsed = phonenumbers.parse(candidate, candidate_region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    raise InvalidNumber(f"{text!r} is not a valid phone number (region {region})")
+
+
+def parse_caller_id(raw: str | None, region: str = "RU") -> CallerId:
+    """Read an Asterisk caller id; `anonymous`, empty values and SIP user names keep e164 None."""
+    raw = (raw or "").strip()
+    try:
+        return CallerId(raw=raw, e164=to_e164(raw, region))
+    except InvalidNumber:
+        return CallerId(raw=raw, e164=None)
+
+
+def _candidates(text: str, region: str) -> list[tuple[str, str | None]]:
+    candidates: list[tuple[str, str | None]] = [(text, region)]
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if not text.startswith("+") and digits == text and len(digits) >= 10:
+        candidates.append(("+" + digits, None))
+    return candidates
