@@ -76,18 +76,18 @@ def _config(args: argparse.Namespace, config: Config) -> int:
 
 
 def _db(args: argparse.Namespace, config: Config) -> int:
-    from pbx_bridge.storage.migrations import current_revision, head_revision, upgrade
+    from pbx_bridge.storage.migrations import current_revisions, head_revisions, upgrade
 
     url = config.database.url
     if args.db_command == "upgrade":
         asyncio.run(upgrade(url))
-        print(f"database at revision {head_revision(url)}")
+        print(f"database at revision {', '.join(head_revisions(url))}")
         return 0
 
-    current = asyncio.run(current_revision(url))
-    head = head_revision(url)
-    state = "up to date" if current == head else "upgrade pending (run: pbx-bridge db upgrade)"
-    print(f"current: {current or 'empty'}\nhead:    {head}\n{state}")
+    current = asyncio.run(current_revisions(url))
+    heads = head_revisions(url)
+    state = "up to date" if current == heads else "upgrade pending (run: pbx-bridge db upgrade)"
+    print(f"current: {', '.join(current) or 'empty'}\nhead:    {', '.join(heads)}\n{state}")
     return 0
 
 

@@ -24,21 +24,21 @@ def alembic_config(url: str) -> AlembicConfig:
     return config
 
 
-async def upgrade(url: str, revision: str = "head") -> None:
+async def upgrade(url: str, revision: str = "heads") -> None:
     """Apply Alembic revisions up to `revision`; env.py runs them on its own event loop."""
     await asyncio.to_thread(command.upgrade, alembic_config(url), revision)
 
 
-async def current_revision(url: str) -> str | None:
+async def current_revisions(url: str) -> tuple[str, ...]:
     engine = create_async_engine(url)
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(
-                lambda sync: MigrationContext.configure(sync).get_current_revision()
+                lambda sync: tuple(sorted(MigrationContext.configure(sync).get_current_heads()))
             )
     finally:
         await engine.dispose()
 
 
-def head_revision(url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+def head_revisions(url: str) -> tuple[str, ...]:
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config(url)).get_heads()))
