@@ -13,8 +13,13 @@ from models.numbers import (
     TrackingNumber,
 )
 from models.sessions import VisitorSession
+from models.users import AccessToken, Role, TokenKind, User
 
 __all__ = [
+    "AccessToken",
+    "Role",
+    "TokenKind",
+    "User",
     "Attribution",
     "Base",
     "Call",
