@@ -2,6 +2,7 @@
 
 from models.base import Base, UTCDateTime, utcnow
 from models.calls import Attribution, Call, HangupSide, Outcome, Recording, RecordingState
+from models.delivery import CallEvent, Delivery, DeliveryState, Receiver, Webhook
 from models.company import Company, Destination, Site, Source, SourceKind, SourceSpend
 from models.numbers import (
     ExhaustedPolicy,
@@ -16,6 +17,11 @@ from models.sessions import VisitorSession
 from models.users import AccessToken, Role, TokenKind, User
 
 __all__ = [
+    "CallEvent",
+    "Delivery",
+    "DeliveryState",
+    "Receiver",
+    "Webhook",
     "AccessToken",
     "Role",
     "TokenKind",

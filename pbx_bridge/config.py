@@ -80,6 +80,48 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """The outbox worker that sends call data to webhooks, GA4 and Yandex Metrica."""
+
+    enabled: bool = True
+    # Seconds between outbox polls when nothing was due.
+    poll_interval: float = 1.0
+    # Rows one worker claims and sends at once.
+    batch_size: int = 50
+    # Seconds before a retry: doubles after each failed attempt, from min up to max.
+    retry_min_delay: float = 5.0
+    retry_max_delay: float = 600.0
+    # Seconds after which a row that still fails is marked dead (default one day).
+    give_up_after: float = 86400.0
+    # Seconds to wait for one receiver's response.
+    request_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Ga4Config:
+    """Google Analytics 4 Measurement Protocol; off while measurement_id is empty."""
+
+    measurement_id: str = ""
+    api_secret: str = ""
+    event_name: str = "phone_call"
+    base_url: str = "https://www.google-analytics.com"
+
+
+@dataclass(frozen=True)
+class MetricaConfig:
+    """Yandex Metrica offline call uploads; off while counter_id is empty."""
+
+    counter_id: str = ""
+    # OAuth token with the metrika:write scope.
+    token: str = ""
+    base_url: str = "https://api-metrika.yandex.net"
+    # Calls per uploaded CSV file.
+    batch_size: int = 500
+    # Link to a call in pbx-bridge for Metrica's CallTrackerURL column; {call_id} is replaced.
+    call_url_template: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     ari: AriConfig = field(default_factory=AriConfig)
@@ -87,6 +129,9 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     calls: CallsConfig = field(default_factory=CallsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    ga4: Ga4Config = field(default_factory=Ga4Config)
+    metrica: MetricaConfig = field(default_factory=MetricaConfig)
 
     @property
     def http_host(self) -> str:
@@ -127,6 +172,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
         )
     config = Config(**sections)
     _check_listen(config, origin)
+    _check_delivery(config, origin)
     return config
 
 
@@ -160,6 +206,9 @@ _SECTION_TYPES: dict[str, type] = {
     "recording": RecordingConfig,
     "calls": CallsConfig,
     "log": LogConfig,
+    "delivery": DeliveryConfig,
+    "ga4": Ga4Config,
+    "metrica": MetricaConfig,
 }
 
 
@@ -262,3 +311,10 @@ def _check_listen(config: Config, origin: str) -> None:
         raise ConfigError(
             f"{origin}: http.listen is {config.http.listen!r}; expected HOST:PORT such as 127.0.0.1:8080"
         )
+
+
+def _check_delivery(config: Config, origin: str) -> None:
+    # Imported here because the delivery package imports this module.
+    from pbx_bridge.delivery.checks import check_delivery_config
+
+    check_delivery_config(config, origin)
