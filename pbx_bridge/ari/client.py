@@ -1,0 +1,453 @@
+"""AriClient: REST requests to Asterisk ARI and the application's event websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import yarl
+
+from pbx_bridge.ari.backoff import reconnect_delays
+from pbx_bridge.ari.errors import (
+    ServerError,
+    describe_transport_error,
+    error_for_status,
+    map_transport_errors,
+)
+from pbx_bridge.ari.events import MalformedEvent, decode_event, describe_frame
+from pbx_bridge.config import AriConfig
+
+log = logging.getLogger("pbx_bridge.ari")
+
+EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+ConnectHandler = Callable[[], Awaitable[None]]
+
+# Asterisk's HTTP server accepts 100 sessions by default (http.conf `sessionlimit`), and the event
+# websocket and other ARI users count against it too. 64 pooled connections leave room for them
+# while hundreds of calls in flight share the pool: each REST request holds a connection for
+# milliseconds.
+CONNECTION_LIMIT = 64
+# Asterisk closes an idle HTTP connection after 15 s (http.conf `session_keep_alive`); close ours
+# earlier so a request never goes out on a connection Asterisk is closing.
+KEEPALIVE_TIMEOUT = 10.0
+# Seconds between websocket pings; no pong within half of it counts as a dropped connection, which
+# catches a silently dead TCP connection that would otherwise look open for minutes.
+HEARTBEAT = 20.0
+# A websocket that stayed open this many seconds resets the backoff to the minimum delay.
+STABLE_CONNECTION = 10.0
+
+
+class AriClient:
+    """One ARI application's REST requests and event websocket over one aiohttp session.
+
+    REST methods return the parsed JSON answer, or None for 204 No Content, and raise AriError
+    subclasses. `run` keeps the websocket attached until cancelled.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        app: str,
+        *,
+        reconnect_min_delay: float = 0.5,
+        reconnect_max_delay: float = 30.0,
+        request_timeout: float = 10.0,
+        heartbeat: float = HEARTBEAT,
+        stable_connection: float = STABLE_CONNECTION,
+    ) -> None:
+        server = yarl.URL(url.rstrip("/"))
+        if server.scheme not in ("http", "https") or not server.host:
+            raise ValueError(f"ARI url must be http://HOST:PORT or https://HOST:PORT, got {url!r}")
+        if server.user is not None or server.password is not None:
+            raise ValueError("ARI url must not contain credentials; set ari.username and ari.password")
+        if server.path.endswith("/ari"):
+            server = server.with_path(server.path[: -len("/ari")])
+
+        self.app = app
+        self.username = username
+        self._password = password
+        self._rest_base = str(server) + "/ari"
+        self._events_url = server.with_scheme("wss" if server.scheme == "https" else "ws").with_path(
+            server.path.rstrip("/") + "/ari/events"
+        )
+        self._display_url = str(server)
+        self._auth = aiohttp.BasicAuth(username, password)
+        self._reconnect_min_delay = reconnect_min_delay
+        self._reconnect_max_delay = reconnect_max_delay
+        self._request_timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._heartbeat = heartbeat
+        self._stable_connection = stable_connection
+        self._session: aiohttp.ClientSession | None = None
+        self._connected = False
+        # Validate the delays now rather than at the first disconnect.
+        next(reconnect_delays(reconnect_min_delay, reconnect_max_delay))
+
+    @classmethod
+    def from_config(cls, config: AriConfig) -> AriClient:
+        return cls(
+            config.url,
+            config.username,
+            config.password,
+            config.app,
+            reconnect_min_delay=config.reconnect_min_delay,
+            reconnect_max_delay=config.reconnect_max_delay,
+            request_timeout=config.request_timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"AriClient({self._display_url!r}, user {self.username!r}, app {self.app!r})"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the event websocket is open now."""
+        return self._connected
+
+    async def close(self) -> None:
+        """Close the HTTP session; cancel a running `run` task before this."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- REST: applications and channels -------------------------------------------------------
+
+    async def get_application(self) -> Any:
+        return await self._request(
+            "GET", "/applications/{applicationName}", self.app, applicationName=self.app
+        )
+
+    async def list_channels(self) -> Any:
+        return await self._request("GET", "/channels", None)
+
+    async def get_channel(self, channel_id: str) -> Any:
+        return await self._request("GET", "/channels/{channelId}", channel_id, channelId=channel_id)
+
+    async def ring(self, channel_id: str) -> Any:
+        return await self._request(
+            "POST", "/channels/{channelId}/ring", channel_id, channelId=channel_id
+        )
+
+    async def answer(self, channel_id: str) -> Any:
+        return await self._request(
+            "POST", "/channels/{channelId}/answer", channel_id, channelId=channel_id
+        )
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> Any:
+        return await self._request(
+            "DELETE", "/channels/{channelId}", channel_id, channelId=channel_id, query={"reason": reason}
+        )
+
+    async def continue_in_dialplan(
+        self,
+        channel_id: str,
+        context: str | None = None,
+        extension: str | None = None,
+        priority: int | None = None,
+        label: str | None = None,
+    ) -> Any:
+        query = {"context": context, "extension": extension, "priority": priority, "label": label}
+        return await self._request(
+            "POST", "/channels/{channelId}/continue", channel_id, channelId=channel_id, query=query
+        )
+
+    async def create_channel(
+        self,
+        endpoint: str,
+        channel_id: str | None = None,
+        app_args: str | None = None,
+        other_channel_id: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Create a channel in this application without dialing it (POST /channels/create)."""
+        query = {
+            "endpoint": endpoint,
+            "app": self.app,
+            "appArgs": app_args,
+            "channelId": channel_id,
+            "otherChannelId": other_channel_id,
+        }
+        return await self._request(
+            "POST", "/channels/create", channel_id, query=query, body=_variables_body(variables)
+        )
+
+    async def dial(self, channel_id: str, caller: str | None = None, timeout: int | None = None) -> Any:
+        return await self._request(
+            "POST",
+            "/channels/{channelId}/dial",
+            channel_id,
+            channelId=channel_id,
+            query={"caller": caller, "timeout": timeout},
+        )
+
+    async def originate(
+        self,
+        endpoint: str,
+        extension: str | None = None,
+        context: str | None = None,
+        priority: int | None = None,
+        caller_id: str | None = None,
+        channel_id: str | None = None,
+        timeout: int | None = None,
+        variables: Mapping[str, Any] | None = None,
+        app: str | None = None,
+        app_args: str | None = None,
+    ) -> Any:
+        """Create and dial a channel into the dialplan or into `app` (POST /channels)."""
+        query = {
+            "endpoint": endpoint,
+            "extension": extension,
+            "context": context,
+            "priority": priority,
+            "callerId": caller_id,
+            "channelId": channel_id,
+            "timeout": timeout,
+            "app": app,
+            "appArgs": app_args,
+        }
+        return await self._request(
+            "POST", "/channels", channel_id, query=query, body=_variables_body(variables)
+        )
+
+    # -- REST: bridges and recordings ----------------------------------------------------------
+
+    async def create_bridge(self, bridge_id: str, name: str | None = None, type: str = "mixing") -> Any:
+        query = {"type": type, "bridgeId": bridge_id, "name": name}
+        return await self._request("POST", "/bridges", bridge_id, query=query)
+
+    async def add_channel(self, bridge_id: str, channel_id: str) -> Any:
+        # Errors name the channel: it is the id a caller acts on when addChannel fails.
+        return await self._request(
+            "POST",
+            "/bridges/{bridgeId}/addChannel",
+            channel_id,
+            bridgeId=bridge_id,
+            query={"channel": channel_id},
+        )
+
+    async def destroy_bridge(self, bridge_id: str) -> Any:
+        return await self._request("DELETE", "/bridges/{bridgeId}", bridge_id, bridgeId=bridge_id)
+
+    async def record_bridge(
+        self,
+        bridge_id: str,
+        name: str,
+        format: str = "wav",
+        if_exists: str = "fail",
+        max_duration: int | None = None,
+        beep: bool = False,
+    ) -> Any:
+        """Start recording a bridge into `name` (relative to Asterisk's recording folder)."""
+        query = {
+            "name": name,
+            "format": format,
+            "ifExists": if_exists,
+            "maxDurationSeconds": max_duration,
+            "beep": beep,
+        }
+        return await self._request(
+            "POST", "/bridges/{bridgeId}/record", bridge_id, bridgeId=bridge_id, query=query
+        )
+
+    async def stop_recording(self, name: str) -> Any:
+        return await self._request(
+            "POST", "/recordings/live/{recordingName}/stop", name, recordingName=name
+        )
+
+    async def get_stored_recording(self, name: str) -> Any:
+        return await self._request(
+            "GET", "/recordings/stored/{recordingName}", name, recordingName=name
+        )
+
+    # -- REST plumbing -------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        resource_id: str | None,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        **path_params: str,
+    ) -> Any:
+        """Send one request; `path` is the specification's template, filled from path_params."""
+        operation = f"{method} {path}"
+        # Ids go into the path percent-encoded, "/" included, because recording names may
+        # contain folders ("calltracking/2026/12/04/...").
+        encoded = path.format(**{key: quote(value, safe="") for key, value in path_params.items()})
+        url = yarl.URL(self._rest_base + encoded, encoded=True)
+        params = _query_params(query)
+        log.debug("ARI %s %s %s", method, encoded, params)
+
+        with map_transport_errors(operation, resource_id):
+            async with self._get_session().request(
+                method, url, params=params, json=body, timeout=self._request_timeout
+            ) as response:
+                text = await response.text()
+                status = response.status
+
+        if status == 204 or (200 <= status < 300 and not text.strip()):
+            return None
+        if 200 <= status < 300:
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ServerError(
+                    operation, resource_id, status, f"answer is not JSON: {describe_frame(text)}"
+                ) from None
+        raise error_for_status(
+            status, _asterisk_message(text, response.reason), operation=operation, resource_id=resource_id
+        )
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        # Created on first use so that the session belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=CONNECTION_LIMIT, keepalive_timeout=KEEPALIVE_TIMEOUT
+            )
+            # The session timeout also bounds the websocket handshake.
+            self._session = aiohttp.ClientSession(
+                auth=self._auth, connector=connector, timeout=self._request_timeout
+            )
+        return self._session
+
+    # -- websocket -----------------------------------------------------------------------------
+
+    async def run(self, on_event: EventHandler, on_connect: ConnectHandler | None = None) -> None:
+        """Keep the application's event websocket attached until cancelled.
+
+        After every successful (re)connect `on_connect` is awaited before any event of that
+        connection; then `on_event` is awaited for each event in arrival order. A failed
+        connect or a dropped connection is retried after a capped exponential backoff.
+        Exceptions raised by either callback are logged and do not stop the loop.
+        """
+        delays = reconnect_delays(self._reconnect_min_delay, self._reconnect_max_delay)
+        attempt = 0
+        unauthorized_logged = False
+        while True:
+            attempt += 1
+            opened_at: float | None = None
+            try:
+                opened_at = await self._listen(on_event, on_connect)
+                reason = "connection closed by Asterisk"
+            except aiohttp.WSServerHandshakeError as error:
+                reason = describe_transport_error(error)
+                if error.status == 401 and not unauthorized_logged:
+                    log.error(
+                        "ARI at %s rejected user %r (401 Unauthorized); check ari.username and "
+                        "ari.password against Asterisk's ari.conf",
+                        self._display_url,
+                        self.username,
+                    )
+                    unauthorized_logged = True
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+                reason = describe_transport_error(error)
+            finally:
+                self._connected = False
+
+            loop = asyncio.get_running_loop()
+            if opened_at is not None:
+                unauthorized_logged = False
+                if loop.time() - opened_at >= self._stable_connection:
+                    delays = reconnect_delays(self._reconnect_min_delay, self._reconnect_max_delay)
+                    attempt = 1
+            delay = next(delays)
+            log.warning(
+                "ARI websocket %s for app %s: %s; reconnecting in %.2f s (attempt %d)",
+                self._display_url,
+                self.app,
+                self._redact(reason),
+                delay,
+                attempt,
+            )
+            await asyncio.sleep(delay)
+
+    async def _listen(self, on_event: EventHandler, on_connect: ConnectHandler | None) -> float:
+        """Connect, run on_connect, deliver events until the socket closes; return the open time."""
+        url = self._events_url.with_query({"app": self.app, "subscribeAll": "false"})
+        session = self._get_session()
+        async with session.ws_connect(
+            url, heartbeat=self._heartbeat, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+        ) as websocket:
+            opened_at = asyncio.get_running_loop().time()
+            self._connected = True
+            log.info("ARI connected to %s app %s", self._display_url, self.app)
+            if on_connect is not None:
+                await self._call_on_connect(on_connect)
+
+            async for message in websocket:
+                if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    await self._deliver(message.data, on_event)
+                elif message.type == aiohttp.WSMsgType.ERROR:
+                    log.warning("ARI websocket error: %s", self._redact(str(websocket.exception())))
+                    break
+        return opened_at
+
+    async def _call_on_connect(self, on_connect: ConnectHandler) -> None:
+        try:
+            await on_connect()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Events still flow: a new call must not fail because reconciling old ones did.
+            log.exception("ARI on_connect handler failed for app %s", self.app)
+
+    async def _deliver(self, frame: str | bytes, on_event: EventHandler) -> None:
+        try:
+            event = decode_event(frame)
+        except MalformedEvent as error:
+            log.warning("ARI skipped a malformed event (%s): %s", error, describe_frame(frame))
+            return
+
+        event_type = event.get("type", "<no type>")
+        log.debug("ARI event %s", event_type)
+        try:
+            await on_event(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("ARI event handler failed on %s event", event_type)
+
+    def _redact(self, text: str) -> str:
+        """Hide the password in a text taken from a third-party exception."""
+        return text.replace(self._password, "********") if self._password else text
+
+
+def _query_params(query: Mapping[str, Any] | None) -> dict[str, str]:
+    """Drop unset parameters and spell the rest as ARI expects ("true"/"false" for booleans)."""
+    params: dict[str, str] = {}
+    for key, value in (query or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            params[key] = "true" if value else "false"
+        else:
+            params[key] = str(value)
+    return params
+
+
+def _variables_body(variables: Mapping[str, Any] | None) -> dict[str, dict[str, str]] | None:
+    # ARI takes channel variables in the JSON body, as {"variables": {"NAME": "value"}}, and
+    # only string values.
+    if not variables:
+        return None
+    return {"variables": {name: str(value) for name, value in variables.items()}}
+
+
+def _asterisk_message(text: str, reason: str | None) -> str:
+    """Extract Asterisk's error text from a `{"message": ...}` body, or fall back to the reason."""
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    if text.strip():
+        return describe_frame(text.strip())
+    return reason or "no message"
