@@ -68,6 +68,10 @@ class TrackingNumber(Base):
     )
     state: Mapped[str] = mapped_column(String(8), default=NumberState.ACTIVE.value)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Pool numbers only: the session holding the number and the end of its hold. Leasing claims a
+    # number with one conditional UPDATE of these columns, which keeps allocation race-free.
+    held_by_session_id: Mapped[int | None] = mapped_column(Integer)
+    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     company: Mapped[Company] = relationship()
     source: Mapped[Source | None] = relationship()
@@ -81,6 +85,7 @@ class TrackingNumber(Base):
             name="mode_binding",
         ),
         Index(None, "pool_id"),
+        Index(None, "held_by_session_id"),
     )
 
 
