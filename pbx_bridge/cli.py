@@ -40,6 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply pending migrations")
     db_commands.add_parser("current", help="show the database's revision and the newest one")
+
+    test_call = commands.add_parser(
+        "test-call", help="place a QA call through Asterisk and print its journal row"
+    )
+    test_call.add_argument("number", help="tracked number to call, as the trunk would send it")
+    test_call.add_argument("--caller", help="caller id of the test call, e.g. +79161234567")
+    test_call.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the call to end (default 120)"
+    )
     return parser
 
 
@@ -91,7 +100,20 @@ def _db(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-_HANDLERS = {"serve": _serve, "config": _config, "db": _db}
+def _test_call(args: argparse.Namespace, config: Config) -> int:
+    from pbx_bridge.ari import AriError
+    from pbx_bridge.calls.qa import TestCallError, place_test_call
+
+    try:
+        row = asyncio.run(place_test_call(config, args.number, args.caller, args.timeout))
+    except (AriError, TestCallError) as error:
+        print(f"pbx-bridge: test call failed: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(row, indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+_HANDLERS = {"serve": _serve, "config": _config, "db": _db, "test-call": _test_call}
 
 
 if __name__ == "__main__":

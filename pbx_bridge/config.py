@@ -307,7 +307,7 @@ def _type_name(value: Any) -> str:
 
 def _check_listen(config: Config, origin: str) -> None:
     host, sep, port = config.http.listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(
             f"{origin}: http.listen is {config.http.listen!r}; expected HOST:PORT such as 127.0.0.1:8080"
         )

@@ -1,0 +1,499 @@
+"""What happens to one inbound call, from its StasisStart to its journal row's last field.
+
+A CallFlow receives the ARI events of its own channels one at a time, in order (the router in
+`stasis.py` guarantees that), and reacts with REST calls and journal writes. Nothing here parses
+websocket frames or speaks SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from models import HangupSide, Outcome, RecordingState
+from pbx_bridge.ari import AriClient, AriError, NotFound
+from pbx_bridge.calls.journal import CallEnd, CallStart, Journal
+from pbx_bridge.calls.routing import Destination, Route
+from pbx_bridge.config import Config
+from pbx_bridge.phones import parse_caller_id
+
+log = logging.getLogger("pbx_bridge.calls")
+
+# Dial statuses that end one attempt and move the hunt on to the next destination.
+FAILED_DIAL_STATUSES = frozenset({"BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL", "DONTCALL", "TORTURE", "INVALIDARGS"})
+# Q.850 causes a company leg can end with before it answers, read as a Dial status.
+CAUSE_TO_DIAL_STATUS = {17: "BUSY", 18: "NOANSWER", 19: "NOANSWER", 21: "CHANUNAVAIL", 34: "CONGESTION"}
+# Asterisk names the application's outbound legs by this first Stasis argument.
+OUTBOUND_ARG = "outbound"
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+@dataclass
+class Leg:
+    """One attempt to reach a destination: the outbound channel pbx-bridge created for it."""
+
+    channel_id: str
+    destination: Destination
+    in_stasis: bool = False
+    status: str | None = None
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """Internal event: pbx-bridge is stopping and gives up control of its calls."""
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """Internal event: the websocket came back and these channels are still in the application."""
+
+    live_channel_ids: frozenset[str]
+
+
+@dataclass
+class CallState:
+    started_at: datetime
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    answered_leg: Leg | None = None
+    hangup_cause: int | None = None
+    hangup_cause_text: str | None = None
+    hangup_side: HangupSide | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    tags: set[str] = field(default_factory=set)
+    error: str | None = None
+
+
+class CallFlow:
+    def __init__(self, start_event: dict[str, Any], ari: AriClient, journal: Journal, config: Config, registry: Any) -> None:
+        channel = start_event["channel"]
+        self.channel_id: str = channel["id"]
+        self.ari = ari
+        self.journal = journal
+        self.config = config
+        self.registry = registry
+        args = start_event.get("args") or []
+        self.dialed_raw = str(args[0]) if args else str(channel.get("dialplan", {}).get("exten", ""))
+        caller = channel.get("caller") or {}
+        self.caller = parse_caller_id(caller.get("number"), config.calls.default_region)
+        self.caller_name = caller.get("name") or None
+        self.linkedid = channel.get("linkedid") or None
+        self.state = CallState(started_at=event_time(start_event))
+        self.phase = Phase.STARTING
+        self.bridge_id = f"ct-{self.channel_id}"
+        self.legs: dict[str, Leg] = {}
+        self.pending: list[Destination] = []
+        self.route: Route | None = None
+        self.call_id: int | None = None
+        self.recording_name: str | None = None
+        self.recording_done = asyncio.Event()
+        self.caller_in_stasis = True
+        self.missing_args = not args
+        self.bridge_created = False
+
+    # Entry points -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Ring the caller, open the journal row and dial the first destination."""
+        log.info("call %s: from %s to %s", self.channel_id, self.caller.raw or "(no caller id)", self.dialed_raw)
+        if self.missing_args:
+            log.warning("call %s: Stasis() got no dialed number argument; using the dialplan extension", self.channel_id)
+        await self._ignore_gone(self.ari.ring(self.channel_id))
+
+        self.call_id, self.route = await self.journal.open(
+            CallStart(
+                channel_id=self.channel_id,
+                linkedid=self.linkedid,
+                dialed_raw=self.dialed_raw,
+                caller_raw=self.caller.raw,
+                caller_number=self.caller.e164,
+                caller_name=self.caller_name,
+                started_at=self.state.started_at,
+            )
+        )
+        log.info(
+            "call %s: %s, company %s, source %s",
+            self.channel_id, self.route.attribution.value, self.route.company_id, self.route.source_id,
+        )
+        if not self.caller_in_stasis:
+            return
+        if not self.route.destinations:
+            await self.fall_back("no destination to forward to")
+            return
+
+        self.pending = list(self.route.destinations)
+        self.registry.bind_bridge(self.bridge_id, self)
+        await self.ari.create_bridge(bridge_id=self.bridge_id, name=self.bridge_id)
+        self.bridge_created = True
+        self.phase = Phase.RINGING
+        await self._dial_next()
+
+    async def handle(self, event: Any) -> None:
+        """React to one event of this call's channels, bridge or recording."""
+        if isinstance(event, Reconcile):
+            await self._reconcile(event.live_channel_ids)
+            return
+        if isinstance(event, Shutdown):
+            if self.phase in (Phase.STARTING, Phase.RINGING):
+                await self.fall_back("pbx-bridge is shutting down")
+            return
+        kind = event.get("type")
+        if kind == "Dial":
+            await self._on_dial(event)
+        elif kind == "StasisStart":
+            await self._on_leg_entered(event)
+        elif kind == "ChannelHangupRequest":
+            self._note_cause(event)
+        elif kind in ("StasisEnd", "ChannelDestroyed"):
+            self._note_cause(event)
+            await self._on_channel_gone(event)
+        elif kind in ("RecordingStarted", "RecordingFinished", "RecordingFailed"):
+            await self._on_recording(event)
+
+    async def fall_back(self, reason: str) -> None:
+        """Send the caller on to the fallback context, which dials the company line directly.
+
+        Used whenever pbx-bridge cannot finish a call itself; the journal keeps the reason.
+        """
+        log.error("call %s: %s; sending the caller to dialplan context %s", self.channel_id, reason, self.config.calls.fallback_context)
+        self.state.error = reason
+        self.state.tags.add("fallback")
+        for leg in self.legs.values():
+            await self._ignore_gone(self.ari.hangup(leg.channel_id))
+
+        if self.caller_in_stasis and self.phase is not Phase.ANSWERED:
+            destination = self._first_destination()
+            try:
+                if destination:
+                    await self.ari.set_variable(self.channel_id, "CT_DESTINATION", destination)
+                await self.ari.continue_in_dialplan(
+                    self.channel_id, context=self.config.calls.fallback_context,
+                    extension=self.dialed_raw or None, priority=1,
+                )
+                self.caller_in_stasis = False
+            except AriError as error:
+                log.error("call %s: fallback failed, hanging up: %s", self.channel_id, error)
+                await self._ignore_gone(self.ari.hangup(self.channel_id))
+        await self._finish(Outcome.FAILED, HangupSide.SYSTEM)
+
+    # Dialing ------------------------------------------------------------------------------
+
+    async def _dial_next(self) -> None:
+        while self.pending and self.caller_in_stasis:
+            destination = self.pending.pop(0)
+            leg = Leg(channel_id=f"{self.channel_id}-{len(self.legs) + 1}", destination=destination)
+            self.legs[leg.channel_id] = leg
+            # Events of the new channel can arrive before the REST answer: bind its id first.
+            self.registry.bind_channel(leg.channel_id, self)
+            try:
+                await self.ari.create_channel(
+                    endpoint=destination.endpoint,
+                    channel_id=leg.channel_id,
+                    app_args=f"{OUTBOUND_ARG},{self.channel_id}",
+                )
+            except AriError as error:
+                log.warning("call %s: cannot create a channel to %s: %s", self.channel_id, destination.endpoint, error)
+                self._close_attempt(leg, "CHANUNAVAIL", str(error))
+                continue
+            log.info("call %s: ringing %s (%s s)", self.channel_id, destination.endpoint, destination.ring_timeout)
+            return
+        if self.caller_in_stasis and self.phase is Phase.RINGING:
+            await self._give_up()
+
+    async def _on_leg_entered(self, event: dict[str, Any]) -> None:
+        leg = self.legs.get(event["channel"]["id"])
+        if leg is None or leg.done:
+            return
+        leg.in_stasis = True
+        try:
+            await self.ari.dial(leg.channel_id, caller=self.channel_id, timeout=leg.destination.ring_timeout)
+        except AriError as error:
+            log.warning("call %s: dialing %s failed: %s", self.channel_id, leg.destination.endpoint, error)
+            await self._attempt_failed(leg, "CHANUNAVAIL", str(error))
+
+    async def _on_dial(self, event: dict[str, Any]) -> None:
+        leg = self.legs.get((event.get("peer") or {}).get("id", ""))
+        if leg is None or leg.done:
+            return
+        status = event.get("dialstatus") or ""
+        leg.status = status or leg.status
+        if status == "ANSWER":
+            await self._on_answered(leg, event_time(event))
+        elif status in FAILED_DIAL_STATUSES:
+            await self._attempt_failed(leg, status)
+
+    async def _attempt_failed(self, leg: Leg, status: str, error: str | None = None) -> None:
+        self._close_attempt(leg, status, error)
+        await self._ignore_gone(self.ari.hangup(leg.channel_id))
+        log.info("call %s: %s did not answer (%s)", self.channel_id, leg.destination.endpoint, status)
+        if self.phase is Phase.RINGING:
+            await self._dial_next()
+
+    def _close_attempt(self, leg: Leg, status: str, error: str | None = None) -> None:
+        leg.done = True
+        leg.status = status
+        attempt = {"endpoint": leg.destination.endpoint, "status": status, "at": now_utc().isoformat()}
+        if error:
+            attempt["error"] = error
+        self.state.attempts.append(attempt)
+
+    async def _give_up(self) -> None:
+        outcome = _missed_outcome(self.state.attempts)
+        log.info("call %s: no destination answered, hanging up (%s)", self.channel_id, outcome.value)
+        reason = "busy" if outcome is Outcome.BUSY else "normal"
+        await self._ignore_gone(self.ari.hangup(self.channel_id, reason=reason))
+        self.caller_in_stasis = False
+        await self._finish(outcome, HangupSide.SYSTEM)
+
+    # Answer and recording -----------------------------------------------------------------
+
+    async def _on_answered(self, leg: Leg, at: datetime) -> None:
+        if self.phase is not Phase.RINGING:
+            return
+        self.phase = Phase.ANSWERED
+        leg.done = True
+        self.state.answered_at = at
+        self.state.answered_leg = leg
+        self.state.attempts.append({"endpoint": leg.destination.endpoint, "status": "ANSWER", "at": at.isoformat()})
+        log.info(
+            "call %s: answered by %s after %.1f s",
+            self.channel_id, leg.destination.endpoint, (at - self.state.started_at).total_seconds(),
+        )
+        try:
+            await self.ari.answer(self.channel_id)
+            await self.ari.add_channel(self.bridge_id, self.channel_id)
+            await self.ari.add_channel(self.bridge_id, leg.channel_id)
+        except NotFound:
+            # One side hung up meanwhile; its StasisEnd is queued behind this event and ends the call.
+            log.info("call %s: a leg left before it could be bridged", self.channel_id)
+            return
+        await self._start_recording()
+        await self.journal.answered(
+            self.call_id, at=at, endpoint=leg.destination.endpoint,
+            outbound_channel_id=leg.channel_id, attempts=list(self.state.attempts),
+        )
+
+    async def _start_recording(self) -> None:
+        recording = self.config.recording
+        if not (recording.enabled and self.route and self.route.record):
+            self.recording_done.set()
+            return
+        name = recording.name_template.format(
+            date=self.state.started_at.strftime("%Y/%m/%d"), call_id=self.channel_id
+        )
+        self.recording_name = name
+        self.registry.bind_recording(name, self)
+        error = None
+        try:
+            await self.ari.record_bridge(self.bridge_id, name=name, format=recording.format, if_exists="fail")
+        except AriError as failure:
+            error = f"recording did not start: {failure}"
+            log.warning("call %s: %s", self.channel_id, error)
+            self.recording_done.set()
+        await self.journal.recording_started(
+            self.call_id, name=name, format=recording.format, at=now_utc(), error=error
+        )
+
+    async def _on_recording(self, event: dict[str, Any]) -> None:
+        recording = event.get("recording") or {}
+        kind = event["type"]
+        if kind == "RecordingStarted":
+            await self.journal.recording_changed(self.call_id, state=RecordingState.RECORDING)
+            return
+        if kind == "RecordingFinished":
+            await self.journal.recording_changed(
+                self.call_id, state=RecordingState.DONE, duration=recording.get("duration")
+            )
+        else:
+            cause = recording.get("cause") or "Asterisk reported RecordingFailed"
+            await self.journal.recording_changed(self.call_id, state=RecordingState.FAILED, error=cause)
+        self.recording_done.set()
+
+    # Hangups ------------------------------------------------------------------------------
+
+    def _note_cause(self, event: dict[str, Any]) -> None:
+        cause = event.get("cause")
+        if cause is not None and self.state.hangup_cause is None and self.phase is not Phase.ENDED:
+            self.state.hangup_cause = int(cause)
+            self.state.hangup_cause_text = event.get("cause_txt")
+
+    async def _on_channel_gone(self, event: dict[str, Any]) -> None:
+        channel_id = event["channel"]["id"]
+        at = event_time(event)
+        if channel_id == self.channel_id:
+            await self._on_caller_gone(at)
+            return
+        leg = self.legs.get(channel_id)
+        if leg is None:
+            return
+        if leg is self.state.answered_leg:
+            await self._on_company_hung_up(at)
+        elif not leg.done:
+            status = leg.status if leg.status in FAILED_DIAL_STATUSES else CAUSE_TO_DIAL_STATUS.get(event.get("cause") or 0, "CHANUNAVAIL")
+            await self._attempt_failed(leg, status)
+
+    async def _on_caller_gone(self, at: datetime) -> None:
+        if not self.caller_in_stasis:
+            return
+        self.caller_in_stasis = False
+        if self.phase is Phase.ENDED:
+            return
+        self.state.ended_at = at
+        if self.phase is Phase.ANSWERED:
+            log.info("call %s: caller hung up", self.channel_id)
+            await self._finish(Outcome.ANSWERED, HangupSide.CALLER)
+        else:
+            log.info("call %s: caller hung up while ringing", self.channel_id)
+            await self._finish(Outcome.ABANDONED, HangupSide.CALLER)
+
+    async def _on_company_hung_up(self, at: datetime) -> None:
+        if self.phase is not Phase.ANSWERED:
+            return
+        self.state.ended_at = at
+        log.info("call %s: company line hung up", self.channel_id)
+        await self._finish(Outcome.ANSWERED, HangupSide.COMPANY)
+
+    async def _finish(self, outcome: Outcome, side: HangupSide) -> None:
+        """Tear down what is left of the call and complete its journal row, once."""
+        if self.phase is Phase.ENDED:
+            return
+        self.phase = Phase.ENDED
+        state = self.state
+        state.ended_at = state.ended_at or now_utc()
+        state.hangup_side = side
+        await self._teardown()
+
+        wait_end = state.answered_at or state.ended_at
+        talk = None if state.answered_at is None else (state.ended_at - state.answered_at).total_seconds()
+        end = CallEnd(
+            outcome=outcome.value,
+            ended_at=state.ended_at,
+            wait_seconds=max(0.0, (wait_end - state.started_at).total_seconds()),
+            talk_seconds=None if talk is None else max(0.0, talk),
+            hangup_cause=state.hangup_cause,
+            hangup_cause_text=state.hangup_cause_text,
+            hangup_side=side.value,
+            attempts=list(state.attempts),
+            answered_at=state.answered_at,
+            answered_by=state.answered_leg.destination.endpoint if state.answered_leg else None,
+            outbound_channel_id=state.answered_leg.channel_id if state.answered_leg else None,
+            error=state.error,
+            tags=tuple(sorted(state.tags)),
+        )
+        if self.call_id is not None:
+            await self.journal.finish(self.call_id, end)
+        log.info(
+            "call %s: ended %s, %s hung up, wait %.1f s, talk %.1f s",
+            self.channel_id, outcome.value, side.value, end.wait_seconds, end.talk_seconds or 0.0,
+        )
+
+    async def _teardown(self) -> None:
+        """Hang up every leg and the caller, stop the recording, destroy the bridge.
+
+        Each step tolerates what is already gone: Asterisk answers 404 for a vanished channel,
+        bridge or recording, which here means the step is done.
+        """
+        for leg in self.legs.values():
+            await self._ignore_gone(self.ari.hangup(leg.channel_id))
+        if self.caller_in_stasis:
+            await self._ignore_gone(self.ari.hangup(self.channel_id))
+            self.caller_in_stasis = False
+        if self.recording_name is not None and not self.recording_done.is_set():
+            await self._ignore_gone(self.ari.stop_recording(self.recording_name))
+        if self.bridge_created:
+            await self._ignore_gone(self.ari.destroy_bridge(self.bridge_id))
+
+    @property
+    def recording_pending(self) -> bool:
+        """True while the journal still waits for Asterisk's RecordingFinished."""
+        return self.recording_name is not None and not self.recording_done.is_set()
+
+    async def recording_timed_out(self) -> None:
+        """Complete the recording row from the call's own clock when RecordingFinished never came."""
+        log.warning("call %s: no RecordingFinished from Asterisk; duration taken from the call", self.channel_id)
+        self.recording_done.set()
+        state = self.state
+        talk = None
+        if state.answered_at and state.ended_at:
+            talk = int((state.ended_at - state.answered_at).total_seconds())
+        await self.journal.recording_changed(self.call_id, state=RecordingState.DONE, duration=talk)
+
+    # Reconnect ----------------------------------------------------------------------------
+
+    async def _reconcile(self, live: frozenset[str]) -> None:
+        """Catch up after a websocket outage, during which Asterisk replayed nothing."""
+        if self.phase is Phase.ENDED:
+            return
+        if self.channel_id not in live:
+            self.state.tags.add("ended-while-disconnected")
+            await self._on_caller_gone(now_utc())
+            return
+        for leg in list(self.legs.values()):
+            if leg.done and leg is not self.state.answered_leg:
+                continue
+            if leg.channel_id not in live:
+                self.state.tags.add("ended-while-disconnected")
+                await self._on_channel_gone({"channel": {"id": leg.channel_id}, "timestamp": None})
+                continue
+            if self.phase is Phase.RINGING:
+                await self._catch_up_leg(leg)
+
+    async def _catch_up_leg(self, leg: Leg) -> None:
+        try:
+            channel = await self.ari.get_channel(leg.channel_id)
+        except NotFound:
+            await self._attempt_failed(leg, leg.status or "CHANUNAVAIL")
+            return
+        if channel.get("state") == "Up":
+            self.state.tags.add("answered-while-disconnected")
+            await self._on_answered(leg, now_utc())
+        elif not leg.in_stasis:
+            # Its StasisStart was lost with the websocket: dial it now.
+            await self._on_leg_entered({"channel": channel})
+
+    # Helpers ------------------------------------------------------------------------------
+
+    def _first_destination(self) -> str | None:
+        if self.route and self.route.destinations:
+            return self.route.destinations[0].endpoint
+        return self.config.calls.default_destination or None
+
+    async def _ignore_gone(self, request: Any) -> None:
+        try:
+            await request
+        except NotFound:
+            pass
+        except AriError as error:
+            log.warning("call %s: %s", self.channel_id, error)
+
+
+def _missed_outcome(attempts: list[dict[str, Any]]) -> Outcome:
+    """The outcome of a call no destination answered: the last attempt tells why."""
+    last = attempts[-1]["status"] if attempts else None
+    return {"BUSY": Outcome.BUSY, "NOANSWER": Outcome.NO_ANSWER}.get(last, Outcome.FAILED)
+
+
+def event_time(event: dict[str, Any]) -> datetime:
+    """Asterisk's own time of an event ("2026-12-04T19:25:00.105+0000"), or now when absent."""
+    stamp = event.get("timestamp")
+    if stamp:
+        try:
+            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z").astimezone(timezone.utc)
+        except ValueError:
+            pass
+    return now_utc()
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)

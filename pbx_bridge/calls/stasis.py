@@ -1,0 +1,233 @@
+"""Routes the Stasis application's ARI events to the call each one belongs to.
+
+Every call has its own queue and task: events of one call are handled in arrival order, calls
+run concurrently, so a slow journal write for one call never delays the events of another.
+This module holds no call logic; `flow.py` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pbx_bridge.ari import AriClient, AriError, NotFound
+from pbx_bridge.calls.flow import OUTBOUND_ARG, CallFlow, Phase, Reconcile, Shutdown
+from pbx_bridge.calls.journal import Journal
+from pbx_bridge.config import Config
+from pbx_bridge.storage import Database
+
+log = logging.getLogger("pbx_bridge.calls")
+
+# Seconds an ended call keeps listening for Asterisk's RecordingFinished.
+RECORDING_FINISH_TIMEOUT = 5.0
+# Seconds `close` gives calls to hand their callers to the fallback before it cancels them.
+SHUTDOWN_TIMEOUT = 3.0
+# A channel in the application that no call owns is left alone while younger than this: its
+# StasisStart may still be on its way behind the reconnect.
+ORPHAN_MIN_AGE = timedelta(seconds=5)
+
+
+class StasisApp:
+    def __init__(self, ari: AriClient, database: Database, config: Config) -> None:
+        self.ari = ari
+        self.config = config
+        self.journal = Journal(database, config.calls)
+        self._by_channel: dict[str, CallFlow] = {}
+        self._by_bridge: dict[str, CallFlow] = {}
+        self._by_recording: dict[str, CallFlow] = {}
+        self._queues: dict[CallFlow, asyncio.Queue[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._queues)
+
+    # Registry used by the flows for ids they create ----------------------------------------
+
+    def bind_channel(self, channel_id: str, flow: CallFlow) -> None:
+        self._by_channel[channel_id] = flow
+
+    def bind_bridge(self, bridge_id: str, flow: CallFlow) -> None:
+        self._by_bridge[bridge_id] = flow
+
+    def bind_recording(self, name: str, flow: CallFlow) -> None:
+        self._by_recording[name] = flow
+
+    # Event routing ------------------------------------------------------------------------
+
+    async def handle_event(self, event: dict[str, Any]) -> None:
+        """Queue one websocket event on its call; returns at once."""
+        if event.get("type") == "StasisStart":
+            self._on_stasis_start(event)
+            return
+        flow = self._flow_for(event)
+        if flow is not None:
+            self._queues[flow].put_nowait(event)
+
+    def _on_stasis_start(self, event: dict[str, Any]) -> None:
+        channel_id = event["channel"]["id"]
+        args = event.get("args") or []
+        flow = self._by_channel.get(channel_id)
+        if flow is not None:
+            self._queues[flow].put_nowait(event)
+        elif args and args[0] == OUTBOUND_ARG:
+            log.warning("outbound channel %s belongs to no known call; hanging it up", channel_id)
+            self._spawn(self._hang_up_quietly(channel_id))
+        else:
+            self._start_call(event)
+
+    def _start_call(self, event: dict[str, Any]) -> None:
+        flow = CallFlow(event, self.ari, self.journal, self.config, self)
+        self._by_channel[flow.channel_id] = flow
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queues[flow] = queue
+        self._spawn(self._run(flow, queue), name=f"call-{flow.channel_id}")
+
+    def _flow_for(self, event: dict[str, Any]) -> CallFlow | None:
+        for key in ("channel", "peer"):
+            channel = event.get(key)
+            if channel and channel.get("id") in self._by_channel:
+                return self._by_channel[channel["id"]]
+        recording = event.get("recording")
+        if recording:
+            flow = self._by_recording.get(recording.get("name", ""))
+            if flow is not None:
+                return flow
+            target = recording.get("target_uri", "")
+            if target.startswith("bridge:"):
+                return self._by_bridge.get(target.removeprefix("bridge:"))
+        bridge = event.get("bridge")
+        if bridge:
+            return self._by_bridge.get(bridge.get("id", ""))
+        return None
+
+    # One task per call ------------------------------------------------------------------------
+
+    async def _run(self, flow: CallFlow, queue: asyncio.Queue[Any]) -> None:
+        try:
+            await self._guard(flow, flow.start())
+            while flow.phase is not Phase.ENDED:
+                await self._guard(flow, flow.handle(await queue.get()))
+            await self._await_recording(flow, queue)
+        finally:
+            self._forget(flow)
+
+    async def _await_recording(self, flow: CallFlow, queue: asyncio.Queue[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECORDING_FINISH_TIMEOUT
+        while flow.recording_pending:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                await self._guard(flow, flow.recording_timed_out())
+                return
+            try:
+                event = await asyncio.wait_for(queue.get(), remaining)
+            except asyncio.TimeoutError:
+                continue
+            await self._guard(flow, flow.handle(event))
+
+    async def _guard(self, flow: CallFlow, step: Any) -> None:
+        """Run one step of a call; on any failure send the caller on in the dialplan.
+
+        The catch is deliberately broad: whatever breaks inside pbx-bridge (a bug, the database,
+        Asterisk answering something unexpected), the caller must not be left in silence.
+        """
+        try:
+            await step
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("call %s: unexpected failure", flow.channel_id)
+            if flow.phase is Phase.ENDED:
+                return
+            try:
+                await flow.fall_back(f"internal error: {type(error).__name__}: {error}")
+            except Exception:
+                log.exception("call %s: fallback failed too", flow.channel_id)
+                flow.phase = Phase.ENDED
+
+    def _forget(self, flow: CallFlow) -> None:
+        self._queues.pop(flow, None)
+        for index in (self._by_channel, self._by_bridge, self._by_recording):
+            for key in [key for key, value in index.items() if value is flow]:
+                del index[key]
+
+    def _spawn(self, coroutine: Any, name: str | None = None) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hang_up_quietly(self, channel_id: str) -> None:
+        try:
+            await self.ari.hangup(channel_id)
+        except AriError as error:
+            if not isinstance(error, NotFound):
+                log.warning("cannot hang up channel %s: %s", channel_id, error)
+
+    # Reconnect ------------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Bring every known call up to date after the websocket (re)connects.
+
+        Asterisk keeps channels in Stasis while no websocket is attached and replays nothing, so
+        calls that ended meanwhile are finished here and the others go on under control.
+        """
+        application = await self.ari.get_application()
+        live = frozenset(application.get("channel_ids") or ())
+        if self._queues:
+            log.info("reconciling %d calls with Asterisk", len(self._queues))
+        for queue in self._queues.values():
+            queue.put_nowait(Reconcile(live))
+        for channel_id in live - self._by_channel.keys():
+            self._spawn(self._adopt_orphan(channel_id))
+
+    async def _adopt_orphan(self, channel_id: str) -> None:
+        """Deal with a channel in the application that no call owns, such as one left by a
+        previous pbx-bridge process: unanswered callers go to the fallback, stray legs hang up."""
+        try:
+            channel = await self.ari.get_channel(channel_id)
+        except AriError:
+            return
+        created = _parse_time(channel.get("creationtime"))
+        if created is None or datetime.now(timezone.utc) - created < ORPHAN_MIN_AGE:
+            return
+        if channel_id in self._by_channel:
+            return
+        app_data = (channel.get("dialplan") or {}).get("app_data", "")
+        if f",{OUTBOUND_ARG}," in f"{app_data},":
+            log.warning("hanging up stray outbound channel %s", channel_id)
+            await self._hang_up_quietly(channel_id)
+        elif channel.get("state") != "Up":
+            log.warning("channel %s waits in Stasis with no call; sending it to %s", channel_id, self.config.calls.fallback_context)
+            try:
+                await self.ari.continue_in_dialplan(channel_id, context=self.config.calls.fallback_context, extension=None, priority=1)
+            except AriError as error:
+                log.warning("cannot send channel %s to the fallback: %s", channel_id, error)
+        else:
+            # NOTE: an answered call left by a previous process keeps talking in its bridge, but
+            # its journal row stays in progress: no event of it can be matched to a flow any more.
+            log.warning("answered channel %s belongs to no known call; leaving it up", channel_id)
+
+    async def close(self) -> None:
+        """Stop handling calls; calls still ringing are sent to the fallback so none is lost.
+
+        Answered calls keep talking in their bridges; their journal rows stay in progress.
+        """
+        for queue in self._queues.values():
+            queue.put_nowait(Shutdown())
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_TIMEOUT)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _parse_time(stamp: str | None) -> datetime | None:
+    if not stamp:
+        return None
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return None

@@ -1,0 +1,214 @@
+"""End-to-end calls: the fake Asterisk places calls, `pbx-bridge serve` handles them, the journal
+row is checked field by field. Each test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.calls.conftest import MOBILE, OFFICE, TRACKED, TRACKED_DIALED, journal_row
+from tests.fake_asterisk import Answer, Busy, NoAnswer
+
+
+async def test_answered_call_caller_hangs_up(serve, fake_asterisk, database, company):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.1))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567", caller_name="Ivan Petrov")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_bridged(call.channel_id), timeout=5)
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16, after=0.3)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "answered"
+    assert row.hangup_side == "caller"
+    assert row.company_id == company
+    assert row.dialed_number == TRACKED
+    assert row.dialed_raw == TRACKED_DIALED
+    assert row.attribution == "static"
+    assert row.source_id is not None
+    assert row.caller_number == "+79161234567"
+    assert row.caller_name == "Ivan Petrov"
+    assert row.first_time_caller is True
+    assert row.answered_by == OFFICE
+    assert row.answered_at is not None and row.answered_at > row.started_at
+    assert row.ended_at > row.answered_at
+    assert row.wait_seconds == pytest.approx(0.1, abs=0.25)
+    assert row.talk_seconds == pytest.approx(0.3, abs=0.25)
+    assert row.recording is not None
+    assert row.recording.state == "done"
+    assert row.recording.format == "wav"
+    assert row.recording.name.startswith("calltracking/") and row.recording.name.endswith(call.channel_id)
+
+
+async def test_answered_call_company_hangs_up(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.2))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert row.talk_seconds == pytest.approx(0.2, abs=0.25)
+    assert not fake_asterisk.channel_exists(call.channel_id)
+
+
+async def test_busy_first_destination_second_answers(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Busy(after=0.05))
+    fake_asterisk.script_endpoint(MOBILE, Answer(after=0.05, hangup_after=0.1))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "answered"
+    assert row.answered_by == MOBILE
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE, MOBILE]
+    assert [attempt["status"] for attempt in row.attempts] == ["BUSY", "ANSWER"]
+
+
+async def test_no_answer_until_ring_timeout(database_url, company, database, fake_asterisk, tmp_path):
+    from tests.calls.conftest import start_serve, write_config
+    from models import Destination
+    from sqlalchemy import update
+
+    async with database.transaction() as session:
+        await session.execute(update(Destination).values(ring_timeout=1))
+    fake_asterisk.script_endpoint(OFFICE, NoAnswer())
+    fake_asterisk.script_endpoint(MOBILE, NoAnswer())
+    serve = await start_serve(write_config(tmp_path / "c.toml", database_url, fake_asterisk.url), fake_asterisk, tmp_path)
+    try:
+        call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+        row = await journal_row(database, call.channel_id)
+    finally:
+        await serve.stop()
+
+    assert row.outcome == "no-answer"
+    assert row.hangup_side == "system"
+    assert row.answered_at is None
+    assert row.talk_seconds is None
+    assert [attempt["status"] for attempt in row.attempts] == ["NOANSWER", "NOANSWER"]
+    assert row.wait_seconds == pytest.approx(2.0, abs=0.6)
+    assert row.recording is None
+    assert not fake_asterisk.channel_exists(call.channel_id)
+
+
+async def test_caller_abandons_while_ringing(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, NoAnswer())
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_ringing(OFFICE), timeout=5)
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16, after=0.2)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "abandoned"
+    assert row.hangup_side == "caller"
+    assert row.answered_at is None
+    assert row.wait_seconds == pytest.approx(0.2, abs=0.3)
+    assert fake_asterisk.live_channels() == []
+
+
+async def test_unknown_number_goes_to_default_destination(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
+    call = await fake_asterisk.incoming_call("74950000000", caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.attribution == "unknown-number"
+    assert row.company_id is None
+    assert row.dialed_number == "+74950000000"
+    assert row.outcome == "answered"
+    assert row.answered_by == OFFICE
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "", "alice"])
+async def test_non_numeric_caller_id_kept_raw(serve, fake_asterisk, database, caller):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number=caller)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.caller_raw == caller
+    assert row.caller_number is None
+    assert row.first_time_caller is None
+    assert row.outcome == "answered"
+
+
+async def test_recording_failure_does_not_affect_call(serve, fake_asterisk, database):
+    fake_asterisk.fail_recordings(status=500)
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.2))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert row.recording.state == "failed"
+    assert "500" in row.recording.error
+
+
+async def test_second_call_is_not_first_time(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.05))
+    first = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await journal_row(database, first.channel_id)
+    second = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="8 916 123-45-67")
+
+    row = await journal_row(database, second.channel_id)
+
+    assert row.caller_number == "+79161234567"
+    assert row.first_time_caller is False
+
+
+async def test_websocket_drop_mid_call_keeps_control(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_bridged(call.channel_id), timeout=5)
+
+    await fake_asterisk.drop_websockets(refuse_for=0.3)
+    await fake_asterisk.wait_for(lambda: fake_asterisk.websocket_count > 0, timeout=10)
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16, after=0.1)
+
+    row = await journal_row(database, call.channel_id)
+    assert row.outcome == "answered"
+    assert row.hangup_side == "caller"
+    assert "ended-while-disconnected" not in row.tags
+    assert fake_asterisk.live_channels() == []
+
+
+async def test_call_ended_while_disconnected_is_finished(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_bridged(call.channel_id), timeout=5)
+
+    await fake_asterisk.drop_websockets(refuse_for=0.5)
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16)
+
+    row = await journal_row(database, call.channel_id)
+    assert row.outcome == "answered"
+    assert row.hangup_side == "caller"
+    assert "ended-while-disconnected" in row.tags
+    assert row.talk_seconds is not None and row.talk_seconds > 0
+    assert fake_asterisk.live_channels() == []
+
+
+async def test_no_destination_sends_caller_to_fallback(database_url, company, database, fake_asterisk, tmp_path):
+    from sqlalchemy import delete
+
+    from models import Destination
+    from tests.calls.conftest import start_serve, write_config
+
+    async with database.transaction() as session:
+        await session.execute(delete(Destination))
+    config = write_config(tmp_path / "c.toml", database_url, fake_asterisk.url, calls={"default_destination": ""})
+    serve = await start_serve(config, fake_asterisk, tmp_path)
+    try:
+        call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+        row = await journal_row(database, call.channel_id)
+    finally:
+        await serve.stop()
+
+    assert row.outcome == "failed"
+    assert row.hangup_side == "system"
+    assert row.error == "no destination to forward to"
+    assert row.tags == ["fallback"]
+    assert call.fell_back is not None
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert call.fell_back["extension"] == TRACKED_DIALED
