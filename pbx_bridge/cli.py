@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--no-ari", action="store_true", help="do not connect to Asterisk (HTTP only)")
     serve.add_argument("--no-http", action="store_true", help="do not start the HTTP server")
+    serve.add_argument(
+        "--no-delivery",
+        action="store_true",
+        help="do not run the outbox worker that sends call data to webhooks, GA4 and Metrica",
+    )
 
     config = commands.add_parser("config", help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -49,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     test_call.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for the call to end (default 120)"
     )
+
+    from pbx_bridge.delivery.commands import add_parser as add_outbox_parser
+
+    add_outbox_parser(commands)
     return parser
 
 
@@ -76,6 +85,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         log_level=args.log_level,
         with_ari=not args.no_ari,
         with_http=not args.no_http,
+        with_delivery=not args.no_delivery,
     )
 
 
@@ -113,7 +123,35 @@ def _test_call(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-_HANDLERS = {"serve": _serve, "config": _config, "db": _db, "test-call": _test_call}
+
+def _outbox(args: argparse.Namespace, config: Config) -> int:
+    from pbx_bridge.delivery import commands
+    from pbx_bridge.storage import Database
+
+    async def run() -> int:
+        database = Database(config.database.url)
+        try:
+            if args.outbox_command == "list":
+                rows = await commands.list_rows(
+                    database, state=args.state, receiver=args.receiver, limit=args.limit
+                )
+                counts = await commands.count_by_state(database)
+                print(commands.format_rows(rows))
+                print(", ".join(f"{state}: {counts.get(state, 0)}" for state in commands.STATES))
+                return 0
+            if not args.ids and not args.all_dead:
+                print("pbx-bridge: outbox retry needs row ids or --all-dead", file=sys.stderr)
+                return EXIT_USAGE
+            count = await commands.retry_dead(database, None if args.all_dead else args.ids)
+            print(f"{count} dead row(s) queued for delivery again")
+            return 0
+        finally:
+            await database.close()
+
+    return asyncio.run(run())
+
+
+_HANDLERS = {"serve": _serve, "config": _config, "db": _db, "test-call": _test_call, "outbox": _outbox}
 
 
 if __name__ == "__main__":

@@ -20,15 +20,24 @@ log = logging.getLogger("pbx_bridge.service")
 class Service:
     """Starts and stops the parts `serve` runs; tests drive it the same way the CLI does."""
 
-    def __init__(self, config: Config, *, with_ari: bool = True, with_http: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        with_ari: bool = True,
+        with_http: bool = True,
+        with_delivery: bool = True,
+    ) -> None:
         self.config = config
         self.with_ari = with_ari
         self.with_http = with_http
+        self.with_delivery = with_delivery and config.delivery.enabled
         self.database = Database(config.database.url, echo=config.database.echo)
         self.ari = None
         self.stasis = None
         self._runner: web.AppRunner | None = None
         self._ari_task: asyncio.Task[None] | None = None
+        self.delivery = None
 
     async def start(self) -> None:
         log.info("starting pbx-bridge, database %s", self.database.display_url)
@@ -36,6 +45,7 @@ class Service:
             await upgrade(self.config.database.url)
             log.info("database schema up to date")
 
+        self._start_delivery()
         if self.with_ari:
             self._start_ari()
         if self.with_http:
@@ -45,6 +55,8 @@ class Service:
         log.info("stopping pbx-bridge")
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.delivery is not None:
+            await self.delivery.stop()
         if self._ari_task is not None:
             self._ari_task.cancel()
             await asyncio.gather(self._ari_task, return_exceptions=True)
@@ -77,6 +89,16 @@ class Service:
             name="ari-websocket",
         )
 
+    def _start_delivery(self) -> None:
+        from pbx_bridge.delivery import outbox
+        from pbx_bridge.delivery.worker import DeliveryWorker
+
+        # The call flow writes outbox rows even in a process that runs no worker.
+        outbox.configure(self.config)
+        if self.with_delivery:
+            self.delivery = DeliveryWorker(self.database, self.config)
+            self.delivery.start()
+
     async def _start_http(self) -> None:
         app = build_app(AppContext(self.config, self.database, self.ari))
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -93,9 +115,13 @@ def run_service(
     log_level: str | None = None,
     with_ari: bool = True,
     with_http: bool = True,
+    with_delivery: bool = True,
 ) -> int:
     setup_logging(log_level or config.log.level, log_format or config.log.format)
-    return asyncio.run(_serve(Service(config, with_ari=with_ari, with_http=with_http)))
+    service = Service(
+        config, with_ari=with_ari, with_http=with_http, with_delivery=with_delivery
+    )
+    return asyncio.run(_serve(service))
 
 
 async def _serve(service: Service) -> int:

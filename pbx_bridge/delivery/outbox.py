@@ -136,7 +136,9 @@ async def enqueue_call_event(session: AsyncSession, call: models.Call, event: st
         values.append(
             _row(Receiver.METRICA, event, call, payload, now, _analytics.metrica_counter_id)
         )
-    await session.execute(insert(Delivery), values)
+    # A Core insert of the table sends one executemany; the ORM form would split the rows by
+    # which columns are None.
+    await session.execute(insert(Delivery.__table__), values)
 
 
 def _row(
