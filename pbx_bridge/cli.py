@@ -55,6 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=120.0, help="seconds to wait for the call to end (default 120)"
     )
 
+    load = commands.add_parser(
+        "load", help="create or update companies, sources, sites, pools and numbers from a TOML file"
+    )
+    load.add_argument("file", metavar="FILE.toml", help="setup file, see docs/setup.md")
+    load.add_argument(
+        "--dry-run", action="store_true", help="check the file and report changes without writing"
+    )
+
+    numbers = commands.add_parser("numbers", help="tracking numbers")
+    numbers_commands = numbers.add_subparsers(dest="numbers_command", required=True, metavar="ACTION")
+    numbers_list = numbers_commands.add_parser(
+        "list", help="print every tracking number with its company, mode, source or pool, state"
+    )
+    numbers_list.add_argument("--company", metavar="NAME", help="only the numbers of this company")
+    numbers_list.add_argument("--state", choices=["active", "retired"], help="only numbers in this state")
+    numbers_list.add_argument("--json", action="store_true", help="print a JSON array for scripts")
+
     from pbx_bridge.delivery.commands import add_parser as add_outbox_parser
 
     add_outbox_parser(commands)
@@ -151,7 +168,27 @@ def _outbox(args: argparse.Namespace, config: Config) -> int:
     return asyncio.run(run())
 
 
-_HANDLERS = {"serve": _serve, "config": _config, "db": _db, "test-call": _test_call, "outbox": _outbox}
+def _load(args: argparse.Namespace, config: Config) -> int:
+    from pbx_bridge.setup.commands import load_command
+
+    return load_command(args, config)
+
+
+def _numbers(args: argparse.Namespace, config: Config) -> int:
+    from pbx_bridge.setup.commands import numbers_command
+
+    return numbers_command(args, config)
+
+
+_HANDLERS = {
+    "serve": _serve,
+    "config": _config,
+    "db": _db,
+    "test-call": _test_call,
+    "outbox": _outbox,
+    "load": _load,
+    "numbers": _numbers,
+}
 
 
 if __name__ == "__main__":
