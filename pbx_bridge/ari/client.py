@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -63,10 +64,10 @@ class AriClient:
         stable_connection: float = STABLE_CONNECTION,
     ) -> None:
         server = yarl.URL(url.rstrip("/"))
-        if server.scheme not in ("http", "https") or not server.host:
-            raise ValueError(f"ARI url must be http://HOST:PORT or https://HOST:PORT, got {url!r}")
         if server.user is not None or server.password is not None:
             raise ValueError("ARI url must not contain credentials; set ari.username and ari.password")
+        if server.scheme not in ("http", "https") or not server.host:
+            raise ValueError(f"ARI url must be http://HOST:PORT or https://HOST:PORT, got {url!r}")
         if server.path.endswith("/ari"):
             server = server.with_path(server.path[: -len("/ari")])
 
@@ -78,10 +79,12 @@ class AriClient:
             server.path.rstrip("/") + "/ari/events"
         )
         self._display_url = str(server)
-        self._auth = aiohttp.BasicAuth(username, password)
-        self._reconnect_min_delay = reconnect_min_delay
-        self._reconnect_max_delay = reconnect_max_delay
-        self._request_timeout = aiohttp.ClientTimeout(total=request_timeout)
+        credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {credentials}"}
+        self.reconnect_min_delay = reconnect_min_delay
+        self.reconnect_max_delay = reconnect_max_delay
+        self.request_timeout = request_timeout
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._heartbeat = heartbeat
         self._stable_connection = stable_connection
         self._session: aiohttp.ClientSession | None = None
@@ -103,6 +106,11 @@ class AriClient:
 
     def __repr__(self) -> str:
         return f"AriClient({self._display_url!r}, user {self.username!r}, app {self.app!r})"
+
+    @property
+    def events_url(self) -> str:
+        """The websocket URL of the application's events, without the query."""
+        return str(self._events_url)
 
     @property
     def connected(self) -> bool:
@@ -287,7 +295,7 @@ class AriClient:
 
         with map_transport_errors(operation, resource_id):
             async with self._get_session().request(
-                method, url, params=params, json=body, timeout=self._request_timeout
+                method, url, params=params, json=body, timeout=self._timeout
             ) as response:
                 text = await response.text()
                 status = response.status
@@ -313,7 +321,7 @@ class AriClient:
             )
             # The session timeout also bounds the websocket handshake.
             self._session = aiohttp.ClientSession(
-                auth=self._auth, connector=connector, timeout=self._request_timeout
+                headers=self._headers, connector=connector, timeout=self._timeout
             )
         return self._session
 
@@ -327,7 +335,7 @@ class AriClient:
         connect or a dropped connection is retried after a capped exponential backoff.
         Exceptions raised by either callback are logged and do not stop the loop.
         """
-        delays = reconnect_delays(self._reconnect_min_delay, self._reconnect_max_delay)
+        delays = reconnect_delays(self.reconnect_min_delay, self.reconnect_max_delay)
         attempt = 0
         unauthorized_logged = False
         while True:
@@ -355,7 +363,7 @@ class AriClient:
             if opened_at is not None:
                 unauthorized_logged = False
                 if loop.time() - opened_at >= self._stable_connection:
-                    delays = reconnect_delays(self._reconnect_min_delay, self._reconnect_max_delay)
+                    delays = reconnect_delays(self.reconnect_min_delay, self.reconnect_max_delay)
                     attempt = 1
             delay = next(delays)
             log.warning(

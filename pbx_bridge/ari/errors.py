@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from http import HTTPStatus
 
 import aiohttp
 
@@ -76,6 +77,7 @@ _NOT_IN_STASIS_MESSAGES = frozenset(
     {"Channel not in Stasis application", "Channel not in a Stasis application"}
 )
 _CHANNEL_NOT_FOUND_MESSAGE = "Channel not found"
+_HTTP_STATUS_PHRASES = {status.value: status.phrase for status in HTTPStatus if status.value != 101}
 
 
 def error_for_status(
@@ -129,6 +131,9 @@ def describe_transport_error(error: BaseException) -> str:
     if isinstance(error, aiohttp.ServerDisconnectedError):
         return "server closed the connection"
     if isinstance(error, aiohttp.WSServerHandshakeError):
+        # aiohttp's message for any status other than 101 is "Invalid response status".
+        if error.status in _HTTP_STATUS_PHRASES:
+            return f"websocket handshake rejected: {error.status} {_HTTP_STATUS_PHRASES[error.status]}"
         return f"websocket handshake rejected: {error.status} {error.message}"
     if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return "timed out"
