@@ -32,6 +32,11 @@ def build_app(context: AppContext) -> web.Application:
     app[CONTEXT] = context
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+
+    # Imported here because the admin package imports CONTEXT from this module.
+    from pbx_bridge.admin import setup_admin
+
+    setup_admin(app)
     return app
 
 
