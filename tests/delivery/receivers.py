@@ -7,6 +7,7 @@ that status, and `stop()` / `start()` close and reopen its port to simulate an o
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -29,6 +30,8 @@ class LocalReceiver:
     def __init__(self) -> None:
         self.failure_status: int | None = None
         self.failure_body = "receiver failing on command"
+        # Seconds each request waits before it is answered.
+        self.delay = 0.0
         self.requests = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -54,8 +57,10 @@ class LocalReceiver:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _failure(self) -> web.Response | None:
+    async def _failure(self) -> web.Response | None:
         self.requests += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.failure_status is not None:
             return web.Response(status=self.failure_status, text=self.failure_body)
         return None
@@ -81,7 +86,7 @@ class WebhookReceiver(LocalReceiver):
         return [document["delivery_id"] for document in self.accepted]
 
     async def handle(self, request: web.Request) -> web.Response:
-        failure = self._failure()
+        failure = await self._failure()
         if failure is not None:
             return failure
         body = await request.read()
@@ -121,7 +126,7 @@ class Ga4Receiver(LocalReceiver):
         app.router.add_post("/mp/collect", self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
-        failure = self._failure()
+        failure = await self._failure()
         if failure is not None:
             return failure
         if request.query.get("measurement_id") != self.measurement_id:
@@ -200,7 +205,7 @@ class MetricaReceiver(LocalReceiver):
         return [row for _, rows in self.uploads for row in rows]
 
     async def handle(self, request: web.Request) -> web.Response:
-        failure = self._failure()
+        failure = await self._failure()
         if failure is not None:
             return failure
         if request.headers.get("Authorization") != f"OAuth {self.token}":
