@@ -122,6 +122,22 @@ class MetricaConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """The public tracking API that website pages call through the ct.js snippet."""
+
+    # Requests a minute that one client IP may make to the tracking API; 0 turns the limit off.
+    rate_limit_per_minute: int = 300
+    # Requests one client IP may make at once above that rate.
+    rate_limit_burst: int = 60
+    # Header that carries the client address when pbx-bridge runs behind a reverse proxy, such
+    # as X-Forwarded-For (its last entry is used). Empty: the peer address of the connection.
+    # Set it only behind a proxy that sets this header, because clients can forge it.
+    client_ip_header: str = ""
+    # Seconds a site's settings are cached by the tracking API before they are read again.
+    site_cache_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     ari: AriConfig = field(default_factory=AriConfig)
@@ -132,6 +148,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     ga4: Ga4Config = field(default_factory=Ga4Config)
     metrica: MetricaConfig = field(default_factory=MetricaConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def http_host(self) -> str:
@@ -209,6 +226,7 @@ _SECTION_TYPES: dict[str, type] = {
     "delivery": DeliveryConfig,
     "ga4": Ga4Config,
     "metrica": MetricaConfig,
+    "tracking": TrackingConfig,
 }
 
 

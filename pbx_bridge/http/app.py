@@ -37,6 +37,10 @@ def build_app(context: AppContext) -> web.Application:
     from pbx_bridge.admin import setup_admin
 
     setup_admin(app)
+
+    from pbx_bridge.tracking.http import add_routes as add_tracking_routes
+
+    add_tracking_routes(app)
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from dataclasses import dataclass, field
 
 import phonenumbers
@@ -170,6 +171,21 @@ def display_number(e164: str, display_format: str | None) -> str:
     except phonenumbers.NumberParseException:
         return e164
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+@lru_cache(maxsize=4096)
+def number_parts(e164: str) -> dict[str, str]:
+    """Split a number for the page snippet, which finds it in text written in national form
+    ("8 (495) 111-00-01") or international form ("+7 495 111-00-01")."""
+    parsed = phonenumbers.parse(e164, None)
+    region = phonenumbers.region_code_for_number(parsed)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region) if region else None
+    return {
+        "e164": e164,
+        "country_code": str(parsed.country_code),
+        "national": phonenumbers.national_significant_number(parsed),
+        "national_prefix": (metadata.national_prefix or "") if metadata else "",
+    }
 
 
 def _lowered(value: str | None) -> str | None:
