@@ -622,6 +622,14 @@ def test_office_phone_reaches_qa_extensions(contexts, globals_):
     assert call.ran("Stasis") == [f"calltracking,{TRACKED}"]
 
 
+def test_qa_contexts_match_test_call(contexts):
+    from pbx_bridge.calls import qa
+
+    assert qa.INBOUND_CONTEXT == "calltracking-inbound"
+    assert find_extension(contexts, qa.QA_CONTEXT, qa.QA_EXTENSION) is not None
+    assert find_extension(contexts, qa.INBOUND_CONTEXT, TRACKED) is not None
+
+
 # --- AGI context --------------------------------------------------------------------
 
 
