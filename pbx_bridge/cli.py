@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pbx_bridge.delivery.commands import add_parser as add_outbox_parser
 
     add_outbox_parser(commands)
+
+    from pbx_bridge.admin.commands import add_parser as add_user_parser
+
+    add_user_parser(commands)
     return parser
 
 
@@ -180,6 +184,12 @@ def _numbers(args: argparse.Namespace, config: Config) -> int:
     return numbers_command(args, config)
 
 
+def _user(args: argparse.Namespace, config: Config) -> int:
+    from pbx_bridge.admin.commands import user_command
+
+    return user_command(args, config)
+
+
 _HANDLERS = {
     "serve": _serve,
     "config": _config,
@@ -188,6 +198,7 @@ _HANDLERS = {
     "outbox": _outbox,
     "load": _load,
     "numbers": _numbers,
+    "user": _user,
 }
 
 
