@@ -15,6 +15,7 @@ import yarl
 
 from pbx_bridge.ari.backoff import reconnect_delays
 from pbx_bridge.ari.errors import (
+    AriUnavailable,
     ServerError,
     describe_transport_error,
     error_for_status,
@@ -88,6 +89,7 @@ class AriClient:
         self._heartbeat = heartbeat
         self._stable_connection = stable_connection
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._connected = False
         # Validate the delays now rather than at the first disconnect.
         next(reconnect_delays(reconnect_min_delay, reconnect_max_delay))
@@ -118,7 +120,11 @@ class AriClient:
         return self._connected
 
     async def close(self) -> None:
-        """Close the HTTP session; cancel a running `run` task before this."""
+        """Close the HTTP session and the websocket; a running `run` then returns.
+
+        Requests made after close raise AriUnavailable.
+        """
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -293,6 +299,8 @@ class AriClient:
         params = _query_params(query)
         log.debug("ARI %s %s %s", method, encoded, params)
 
+        if self._closed:
+            raise AriUnavailable(operation, resource_id, None, "client is closed")
         with map_transport_errors(operation, resource_id):
             async with self._get_session().request(
                 method, url, params=params, json=body, timeout=self._timeout
@@ -328,7 +336,7 @@ class AriClient:
     # -- websocket -----------------------------------------------------------------------------
 
     async def run(self, on_event: EventHandler, on_connect: ConnectHandler | None = None) -> None:
-        """Keep the application's event websocket attached until cancelled.
+        """Keep the application's event websocket attached until cancelled or `close`d.
 
         After every successful (re)connect `on_connect` is awaited before any event of that
         connection; then `on_event` is awaited for each event in arrival order. A failed
@@ -338,12 +346,12 @@ class AriClient:
         delays = reconnect_delays(self.reconnect_min_delay, self.reconnect_max_delay)
         attempt = 0
         unauthorized_logged = False
-        while True:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
             attempt += 1
             opened_at: float | None = None
             try:
-                opened_at = await self._listen(on_event, on_connect)
-                reason = "connection closed by Asterisk"
+                opened_at, reason = await self._listen(on_event, on_connect)
             except aiohttp.WSServerHandshakeError as error:
                 reason = describe_transport_error(error)
                 if error.status == 401 and not unauthorized_logged:
@@ -356,10 +364,15 @@ class AriClient:
                     unauthorized_logged = True
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
                 reason = describe_transport_error(error)
+            except Exception as error:
+                # A bug here must not end the worker silently: log it and keep reconnecting.
+                log.exception("ARI websocket loop for app %s failed", self.app)
+                reason = f"unexpected {type(error).__name__}"
             finally:
                 self._connected = False
 
-            loop = asyncio.get_running_loop()
+            if self._closed:
+                break
             if opened_at is not None:
                 unauthorized_logged = False
                 if loop.time() - opened_at >= self._stable_connection:
@@ -375,9 +388,15 @@ class AriClient:
                 attempt,
             )
             await asyncio.sleep(delay)
+        log.info("ARI websocket for app %s stopped: client closed", self.app)
 
-    async def _listen(self, on_event: EventHandler, on_connect: ConnectHandler | None) -> float:
-        """Connect, run on_connect, deliver events until the socket closes; return the open time."""
+    async def _listen(
+        self, on_event: EventHandler, on_connect: ConnectHandler | None
+    ) -> tuple[float, str]:
+        """Connect, run on_connect and deliver events until the socket closes.
+
+        Returns the loop time the socket opened at and why it closed.
+        """
         url = self._events_url.with_query({"app": self.app, "subscribeAll": "false"})
         session = self._get_session()
         async with session.ws_connect(
@@ -389,13 +408,20 @@ class AriClient:
             if on_connect is not None:
                 await self._call_on_connect(on_connect)
 
+            # The iteration ends on a close frame or a lost connection; ERROR covers a missed
+            # heartbeat pong and protocol violations.
             async for message in websocket:
                 if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     await self._deliver(message.data, on_event)
                 elif message.type == aiohttp.WSMsgType.ERROR:
-                    log.warning("ARI websocket error: %s", self._redact(str(websocket.exception())))
                     break
-        return opened_at
+
+            error = websocket.exception()
+            if error is not None:
+                return opened_at, describe_transport_error(error)
+            if websocket.close_code is None:
+                return opened_at, "connection lost"
+            return opened_at, f"connection closed by Asterisk (code {websocket.close_code})"
 
     async def _call_on_connect(self, on_connect: ConnectHandler) -> None:
         try:

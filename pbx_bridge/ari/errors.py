@@ -136,6 +136,7 @@ def describe_transport_error(error: BaseException) -> str:
             return f"websocket handshake rejected: {error.status} {_HTTP_STATUS_PHRASES[error.status]}"
         return f"websocket handshake rejected: {error.status} {error.message}"
     if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return "timed out"
+        # aiohttp words a missed websocket pong this way: "No PONG received after 10.0 seconds".
+        return str(error) or "timed out"
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

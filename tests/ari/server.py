@@ -40,6 +40,10 @@ class AriServer:
         # Set to a status such as 401 to reject websocket handshakes.
         self.reject_events_with: int | None = None
         self.rest_delay = 0.0
+        self.rest_in_flight = 0
+        self.rest_peak_in_flight = 0
+        # False makes the websocket ignore pings, as a dead peer or a stuck proxy would.
+        self.answer_pings = True
         self.reset_rest_connections = False
         self.port = 0
         self._websockets: list[web.WebSocketResponse] = []
@@ -108,7 +112,12 @@ class AriServer:
             )
         )
         if self.rest_delay:
-            await asyncio.sleep(self.rest_delay)
+            self.rest_in_flight += 1
+            self.rest_peak_in_flight = max(self.rest_peak_in_flight, self.rest_in_flight)
+            try:
+                await asyncio.sleep(self.rest_delay)
+            finally:
+                self.rest_in_flight -= 1
         if self.reset_rest_connections:
             assert request.transport is not None
             request.transport.abort()
@@ -127,7 +136,7 @@ class AriServer:
             return web.json_response(
                 {"message": "Authentication required"}, status=self.reject_events_with
             )
-        websocket = web.WebSocketResponse()
+        websocket = web.WebSocketResponse(autoping=self.answer_pings)
         await websocket.prepare(request)
         self._websockets.append(websocket)
         async for _message in websocket:

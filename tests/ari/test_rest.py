@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from pbx_bridge.ari import AriClient
+from pbx_bridge.ari import AriClient, AriUnavailable
+from pbx_bridge.ari.client import CONNECTION_LIMIT
 from pbx_bridge.config import AriConfig
 
 from .server import APP, PASSWORD, USERNAME, AriServer
@@ -384,3 +386,26 @@ def test_invalid_url_is_rejected(url: str, problem: str) -> None:
 def test_invalid_reconnect_delays_are_rejected() -> None:
     with pytest.raises(ValueError, match="0 < min <= max"):
         AriClient("http://127.0.0.1:8088", USERNAME, PASSWORD, APP, reconnect_min_delay=5, reconnect_max_delay=1)
+
+
+async def test_concurrent_requests_share_limited_pool(
+    ari_server: AriServer, ari_client: AriClient
+) -> None:
+    ari_server.rest_delay = 0.02
+
+    results = await asyncio.gather(*(ari_client.ring(f"channel-{index}") for index in range(200)))
+
+    assert results == [None] * 200
+    assert len(ari_server.requests) == 200
+    assert 1 < ari_server.rest_peak_in_flight <= CONNECTION_LIMIT
+
+
+async def test_request_after_close_is_unavailable(ari_server: AriServer, ari_client: AriClient) -> None:
+    await ari_client.list_channels()
+    await ari_client.close()
+
+    with pytest.raises(AriUnavailable) as raised:
+        await ari_client.list_channels()
+
+    assert str(raised.value) == "GET /channels failed: client is closed"
+    assert len(ari_server.requests) == 1

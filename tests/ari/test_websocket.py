@@ -315,7 +315,8 @@ async def test_retry_warning_names_delay_and_reason(
 
     first, second = warnings_of(caplog)[:2]
     assert first.startswith(
-        f"ARI websocket {ari_server.url} for app {APP}: connection closed by Asterisk; reconnecting in 0.0"
+        f"ARI websocket {ari_server.url} for app {APP}: connection closed by Asterisk (code 1000); "
+        "reconnecting in 0.0"
     )
     assert first.endswith(" s (attempt 1)")
     assert second.startswith(
@@ -455,3 +456,34 @@ async def test_password_never_logged(
     for record in caplog.records:
         assert PASSWORD not in record.getMessage()
     assert PASSWORD not in caplog.text
+
+
+async def test_server_ignoring_pings_counts_as_dropped(
+    ari_server: AriServer, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    ari_server.answer_pings = False
+    client = make_client(ari_server, heartbeat=0.05)
+    recorder.client = client
+    task = asyncio.create_task(client.run(recorder.on_event, on_connect=recorder.on_connect))
+    try:
+        await wait_until(lambda: len(warnings_of(caplog)) >= 1)
+    finally:
+        await cancel(task)
+        await client.close()
+
+    assert recorder.connects == 1
+    assert "No PONG received after" in warnings_of(caplog)[0]
+
+
+async def test_run_returns_after_close(
+    ari_server: AriServer, ari_client: AriClient, recorder: Recorder
+) -> None:
+    task = asyncio.create_task(ari_client.run(recorder.on_event, on_connect=recorder.on_connect))
+    await wait_connected(ari_server, recorder)
+
+    await ari_client.close()
+    await asyncio.wait_for(task, timeout=5)
+
+    assert task.result() is None
+    assert ari_client.connected is False
