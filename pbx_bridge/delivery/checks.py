@@ -37,7 +37,7 @@ MIN_WEBHOOK_SECRET_LENGTH = 16
 
 
 class WebhookDefinitionError(ValueError):
-    """A `[[company.webhook]]` table is invalid; the message names the key and the fix."""
+    """A webhook definition is invalid; the message names the key and the fix."""
 
 
 @dataclass(frozen=True)
@@ -110,13 +110,13 @@ def ga4_name_problem(name: str) -> str | None:
 
 
 def parse_webhooks(raw: Any, where: str) -> list[WebhookSpec]:
-    """Validate the `[[company.webhook]]` tables of one company from a setup file.
+    """Validate the webhook tables of one company from a setup file.
 
     `where` prefixes messages, for example "tracking.toml: company 'Ромашка'". Keys: url
     (http or https), secret (at least 16 characters), events (default all three), enabled.
     """
     if not isinstance(raw, list):
-        raise WebhookDefinitionError(f"{where}: webhook must be an array of tables ([[company.webhook]])")
+        raise WebhookDefinitionError(f"{where}: webhooks must be an array of tables")
     specs: list[WebhookSpec] = []
     seen: set[str] = set()
     for index, table in enumerate(raw, start=1):

@@ -4,8 +4,8 @@ Request: POST {base_url}/mp/collect?measurement_id=...&api_secret=... with a JSO
 {"client_id", "timestamp_micros", "events": [{"name", "params"}]}. The protocol's limits applied
 here: event and parameter names of at most 40 characters (letters, digits, underscores, a letter
 first), at most 25 parameters per event, string values of at most 100 characters, and events at
-most 72 hours old. The production endpoint answers 2xx even to invalid events and drops them
-silently, so the payload is made valid before it is sent.
+most 72 hours old. The production endpoint responds with 2xx even to invalid events and drops
+them silently, so the payload is made valid before it is sent.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Request: POST {base_url}/management/v1/counter/{counter_id}/offline_conversions/upload_calls
 ?client_id_type=CLIENT_ID (or YCLID), header `Authorization: OAuth <token>`, and the CSV as the
-multipart/form-data field `file`. One upload holds one identifier type, so calls are grouped by
+multipart/form-data field `file`. Each upload contains one identifier type, so calls are grouped by
 it. The response's `uploading.id` and `uploading.status` are kept on every row of the upload.
 """
 

@@ -1,8 +1,9 @@
 """Writing call events to the outbox inside the call flow's transaction.
 
 `enqueue_call_event` runs once per call event for hundreds of concurrent calls, so it does no
-network I/O and at most one INSERT: one SELECT of the company's webhooks, primary-key look-ups
-that the session's identity map usually answers, and one multi-row INSERT into `deliveries`.
+network I/O and at most one INSERT. It runs one SELECT of the company's webhooks, primary-key
+look-ups that the session's identity map usually serves, and one multi-row INSERT into
+`deliveries`.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ _CALL_FIELDS = (
 
 @dataclass(frozen=True)
 class _Analytics:
-    """Which analytics receivers are configured; webhooks come from the database instead."""
+    """Analytics receivers that get rows; webhooks come from the database instead."""
 
     ga4_measurement_id: str = ""
     metrica_counter_id: str = ""
@@ -109,19 +110,19 @@ async def enqueue_call_event(session: AsyncSession, call: models.Call, event: st
     if call.session_id is not None:
         visitor = await session.get(models.VisitorSession, call.session_id)
 
-    ga4_wanted = (
+    send_to_ga4 = (
         event == CallEvent.ENDED.value
         and _analytics.ga4_measurement_id
         and visitor is not None
         and visitor.ga_client_id
     )
-    metrica_wanted = (
+    send_to_metrica = (
         event == CallEvent.ENDED.value
         and _analytics.metrica_counter_id
         and visitor is not None
         and (visitor.ym_client_id or visitor.yclid)
     )
-    if not webhooks and not ga4_wanted and not metrica_wanted:
+    if not webhooks and not send_to_ga4 and not send_to_metrica:
         return
 
     payload = await _snapshot(session, call, visitor, event)
@@ -130,9 +131,9 @@ async def enqueue_call_event(session: AsyncSession, call: models.Call, event: st
         _row(Receiver.WEBHOOK, event, call, payload, now, target=url, webhook_id=webhook_id)
         for webhook_id, url, _events in webhooks
     ]
-    if ga4_wanted:
+    if send_to_ga4:
         values.append(_row(Receiver.GA4, event, call, payload, now, _analytics.ga4_measurement_id))
-    if metrica_wanted:
+    if send_to_metrica:
         values.append(
             _row(Receiver.METRICA, event, call, payload, now, _analytics.metrica_counter_id)
         )

@@ -97,8 +97,8 @@ async def replace_company_webhooks(
 ) -> None:
     """Make the company's webhooks match `specs` (from `checks.parse_webhooks`), keyed by URL.
 
-    Webhooks missing from `specs` are deleted; their pending outbox rows then go dead with a
-    clear error instead of being sent to a URL the company no longer lists.
+    Webhooks missing from `specs` are deleted. Their pending outbox rows then go dead with a
+    clear error, so nothing is sent to a URL the company no longer lists.
     """
     existing = {
         webhook.url: webhook

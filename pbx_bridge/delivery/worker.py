@@ -7,7 +7,7 @@ ignores FOR UPDATE: run one worker process per SQLite file.
 
 "Exactly once" holds when the worker stops between batches (`stop()` waits for the current
 batch). A crash after a receiver's 2xx but before the commit sends that row again on the next
-attempt; webhook receivers can drop the repeat by its `X-PBX-Bridge-Delivery` id.
+attempt. Webhook receivers can drop the repeat by its `X-PBX-Bridge-Delivery` id.
 """
 
 from __future__ import annotations

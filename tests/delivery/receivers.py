@@ -1,8 +1,8 @@
 """Local stand-ins for webhook endpoints, GA4 and Yandex Metrica on 127.0.0.1.
 
 Each one checks what the real receiver checks (signature and timestamp, field names, types and
-limits), records what it accepted, and can fail on command: `failure_status` makes it answer
-that status, and `stop()` / `start()` close and reopen its port to simulate an outage.
+limits), records what it accepted, and can fail on command: `failure_status` makes it respond
+with that status, and `stop()` / `start()` close and reopen its port to simulate an outage.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class LocalReceiver:
     def __init__(self) -> None:
         self.failure_status: int | None = None
         self.failure_body = "receiver failing on command"
-        # Seconds each request waits before it is answered.
+        # Seconds each request waits before the response.
         self.delay = 0.0
         self.requests = 0
         self.port = 0
@@ -112,8 +112,8 @@ class WebhookReceiver(LocalReceiver):
 class Ga4Receiver(LocalReceiver):
     """Measurement Protocol endpoint that rejects what GA4 would drop, like /debug/mp/collect.
 
-    The production endpoint answers 2xx to invalid events and drops them; this one answers 400
-    with validation messages so tests notice.
+    The production endpoint responds with 2xx to invalid events and drops them. This one
+    responds with 400 and validation messages, so tests notice.
     """
 
     def __init__(self, measurement_id: str, api_secret: str) -> None:
@@ -210,22 +210,26 @@ class MetricaReceiver(LocalReceiver):
             return failure
         if request.headers.get("Authorization") != f"OAuth {self.token}":
             return _metrica_error(403, "access_denied", "invalid OAuth token")
+
         if request.match_info["counter"] != self.counter_id:
             return _metrica_error(404, "not_found", "counter not found")
         client_id_type = request.query.get("client_id_type", "USER_ID")
         if client_id_type not in _ID_COLUMN:
             return _metrica_error(400, "invalid_parameter", "invalid client_id_type")
+
         if not request.content_type.startswith("multipart/form-data"):
             return _metrica_error(400, "invalid_parameter", "expected multipart/form-data")
         form = await request.post()
         upload = form.get("file")
         if upload is None or not hasattr(upload, "file"):
             return _metrica_error(400, "invalid_parameter", "the file field is missing")
+
         text = upload.file.read().decode("utf-8")
         rows = list(csv.DictReader(io.StringIO(text)))
         problems = metrica_problems(text, rows, _ID_COLUMN[client_id_type])
         if problems:
             return _metrica_error(400, "invalid_uploading", "; ".join(problems))
+
         self.uploads.append((client_id_type, rows))
         return web.json_response(
             {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -145,17 +146,40 @@ async def test_permanent_4xx_goes_dead_after_give_up(database, webhook_receiver)
     webhook_receiver.failure_body = '{"error": "unknown call schema"}'
     company_id = await add_company(database, webhook_receiver.url)
     await end_calls(database, company_id, 2)
-    worker = DeliveryWorker(database, delivery_config(give_up_after=0.2))
+    worker = DeliveryWorker(database, delivery_config(give_up_after=3600.0))
+    await worker.run_once()
+    # Move the rows' give-up window into the past instead of waiting an hour.
+    async with database.transaction() as session:
+        await session.execute(
+            update(Delivery).values(
+                pending_since=utcnow() - timedelta(hours=2), next_attempt_at=utcnow()
+            )
+        )
 
-    await _drain(worker, database)
+    await worker.run_once()
     await worker.stop()
 
     rows = await _rows(database)
     assert [row.state for row in rows] == ["dead", "dead"]
-    assert all(row.attempts >= 2 for row in rows)
+    assert [row.attempts for row in rows] == [2, 2]
     assert [row.last_status for row in rows] == [422, 422]
     assert {row.last_error for row in rows} == {'HTTP 422: {"error": "unknown call schema"}'}
     assert webhook_receiver.accepted == []
+
+
+async def test_last_retry_is_at_give_up_time(database, webhook_receiver):
+    webhook_receiver.failure_status = 500
+    company_id = await add_company(database, webhook_receiver.url)
+    await end_calls(database, company_id, 1)
+    config = delivery_config(give_up_after=60.0, retry_min_delay=600.0, retry_max_delay=600.0)
+    worker = DeliveryWorker(database, config)
+
+    await worker.run_once()
+    await worker.stop()
+
+    row = (await _rows(database))[0]
+    assert row.state == "pending"
+    assert row.next_attempt_at == row.pending_since + timedelta(seconds=60)
 
 
 async def test_4xx_stays_pending_before_give_up(database, webhook_receiver):
@@ -202,3 +226,39 @@ async def test_concurrent_workers_never_share_rows(database_url, webhook_receive
         await db.close()
     assert [row.state for row in rows] == ["delivered"] * 30
     assert sorted(webhook_receiver.delivery_ids()) == [row.id for row in rows]
+
+
+async def test_service_runs_worker_until_stopped(database, webhook_receiver):
+    from pbx_bridge.config import DatabaseConfig
+    from pbx_bridge.service import Service
+
+    company_id = await add_company(database, webhook_receiver.url)
+    await end_calls(database, company_id, 2)
+    config = dataclasses.replace(delivery_config(), database=DatabaseConfig(url=database.url))
+    service = Service(config, with_ari=False, with_http=False)
+
+    await service.start()
+    for _ in range(200):
+        if len(webhook_receiver.accepted) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await service.stop()
+
+    assert sorted(webhook_receiver.delivery_ids()) == [row.id for row in await _rows(database)]
+
+
+async def test_service_without_delivery_sends_nothing(database, webhook_receiver):
+    from pbx_bridge.config import DatabaseConfig
+    from pbx_bridge.service import Service
+
+    company_id = await add_company(database, webhook_receiver.url)
+    await end_calls(database, company_id, 1)
+    config = dataclasses.replace(delivery_config(), database=DatabaseConfig(url=database.url))
+    service = Service(config, with_ari=False, with_http=False, with_delivery=False)
+
+    await service.start()
+    await asyncio.sleep(0.1)
+    await service.stop()
+
+    assert service.delivery is None
+    assert webhook_receiver.requests == 0
