@@ -261,7 +261,7 @@ async def destination_report(session: AsyncSession, company_id: int, period: Per
         .where(*_in_period(company_id, period))
         .execution_options(yield_per=5000)
     )
-    for answered_by, outcome, talk_seconds, attempts in await session.stream(statement):
+    async for answered_by, outcome, talk_seconds, attempts in await session.stream(statement):
         if outcome == Outcome.ANSWERED.value and answered_by:
             answered[answered_by] += 1
             talk[answered_by] += talk_seconds or 0.0
