@@ -90,7 +90,12 @@ def format_problem(path: Path, positions: Positions, problem: Problem) -> str:
     """Format a problem as FILE:LINE: MESSAGE, the form editors and terminals link to."""
     line = positions.line_of(problem.path)
     where = f"{path}:{line}" if line is not None else str(path)
-    return f"{where}: {problem.message}"
+    message = problem.message
+    if problem.first_path is not None:
+        first_line = positions.line_of(problem.first_path)
+        if first_line is not None:
+            message += f" (first on line {first_line})"
+    return f"{where}: {message}"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -52,6 +52,8 @@ class Problem:
 
     path: KeyPath
     message: str
+    # For a duplicate: where the value appears first, so the message can name both lines.
+    first_path: KeyPath | None = None
 
 
 class SetupError(Exception):
@@ -188,8 +190,8 @@ class _Checker:
     number_paths: dict[str, KeyPath] = field(default_factory=dict)
     site_key_paths: dict[str, KeyPath] = field(default_factory=dict)
 
-    def fail(self, path: KeyPath, message: str) -> None:
-        self.problems.append(Problem(path, message))
+    def fail(self, path: KeyPath, message: str, *, first_path: KeyPath | None = None) -> None:
+        self.problems.append(Problem(path, message, first_path))
 
     # -- document structure --------------------------------------------------------------
 
@@ -204,7 +206,11 @@ class _Checker:
             if company is None:
                 continue
             if company.name in seen:
-                self.fail(path + ("name",), f'company "{company.name}" is declared twice')
+                self.fail(
+                    path + ("name",),
+                    f'company "{company.name}" is declared twice',
+                    first_path=seen[company.name] + ("name",),
+                )
                 continue
             seen[company.name] = path
             companies.append(company)
@@ -497,7 +503,11 @@ class _Checker:
             )
             return None
         if site_key in self.site_key_paths:
-            self.fail(key_path, f"{where}: site_key {_show(site_key)} is used by another site too")
+            self.fail(
+                key_path,
+                f"{where}: site_key {_show(site_key)} is used by another site too",
+                first_path=self.site_key_paths[site_key],
+            )
             return None
         self.site_key_paths[site_key] = key_path
         return site_key
@@ -599,16 +609,20 @@ class _Checker:
     ) -> list[Any]:
         """Read an array of tables whose elements are keyed by name, rejecting repeated names."""
         items: list[Any] = []
-        seen: set[str] = set()
+        seen: dict[str, KeyPath] = {}
         for index, item_table in self.table_list(table, path, key, where):
             item_path = path + (key, index)
             item = read(item_table, item_path)
             if item is None:
                 continue
             if item.name in seen:
-                self.fail(item_path + ("name",), f'{where}: {noun} "{item.name}" is declared twice')
+                self.fail(
+                    item_path + ("name",),
+                    f'{where}: {noun} "{item.name}" is declared twice',
+                    first_path=seen[item.name],
+                )
                 continue
-            seen.add(item.name)
+            seen[item.name] = item_path + ("name",)
             items.append(item)
         return items
 
@@ -828,7 +842,11 @@ class _Checker:
             return None
         if claim:
             if number in self.number_paths:
-                self.fail(path, f"{where}: {number} is listed twice in the file")
+                self.fail(
+                    path,
+                    f"{where}: {number} is listed twice in the file",
+                    first_path=self.number_paths[number],
+                )
                 return None
             self.number_paths[number] = path
         return number
