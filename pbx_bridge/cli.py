@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pbx_bridge.admin.commands import add_parser as add_user_parser
 
     add_user_parser(commands)
+
+    from pbx_bridge.tracking.commands import add_parser as add_pool_parser
+
+    add_pool_parser(commands)
     return parser
 
 
@@ -190,6 +194,12 @@ def _user(args: argparse.Namespace, config: Config) -> int:
     return user_command(args, config)
 
 
+def _pool(args: argparse.Namespace, config: Config) -> int:
+    from pbx_bridge.tracking.commands import pool_command
+
+    return pool_command(args, config)
+
+
 _HANDLERS = {
     "serve": _serve,
     "config": _config,
@@ -199,6 +209,7 @@ _HANDLERS = {
     "load": _load,
     "numbers": _numbers,
     "user": _user,
+    "pool": _pool,
 }
 
 
