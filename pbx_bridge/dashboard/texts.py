@@ -1,0 +1,76 @@
+"""Dashboard wording in Russian (the default) and English."""
+
+from __future__ import annotations
+
+TEXTS: dict[str, dict[str, str]] = {
+    "title": {"ru": "Коллтрекинг", "en": "Call tracking"},
+    "login": {"ru": "Вход", "en": "Log in"},
+    "login_field": {"ru": "Логин", "en": "Login"},
+    "password": {"ru": "Пароль", "en": "Password"},
+    "login_button": {"ru": "Войти", "en": "Log in"},
+    "login_failed": {"ru": "Неверный логин или пароль.", "en": "Invalid login or password."},
+    "logout": {"ru": "Выйти", "en": "Log out"},
+    "journal": {"ru": "Журнал звонков", "en": "Call journal"},
+    "reports": {"ru": "Источники", "en": "Sources"},
+    "pools": {"ru": "Пулы номеров", "en": "Number pools"},
+    "company": {"ru": "Компания", "en": "Company"},
+    "from": {"ru": "С", "en": "From"},
+    "to": {"ru": "По", "en": "To"},
+    "source": {"ru": "Источник", "en": "Source"},
+    "any": {"ru": "Любой", "en": "Any"},
+    "outcome": {"ru": "Результат", "en": "Outcome"},
+    "caller": {"ru": "Звонивший", "en": "Caller"},
+    "apply": {"ru": "Показать", "en": "Apply"},
+    "started": {"ru": "Начало", "en": "Started"},
+    "number": {"ru": "Номер", "en": "Number"},
+    "wait": {"ru": "Ожидание, с", "en": "Wait, s"},
+    "talk": {"ru": "Разговор, с", "en": "Talk, s"},
+    "answered_by": {"ru": "Ответил", "en": "Answered by"},
+    "visit": {"ru": "Визит", "en": "Visit"},
+    "recording": {"ru": "Запись", "en": "Recording"},
+    "download": {"ru": "Скачать", "en": "Download"},
+    "no_calls": {"ru": "Звонков нет.", "en": "No calls."},
+    "total": {"ru": "Всего", "en": "Total"},
+    "page": {"ru": "Страница", "en": "Page"},
+    "previous": {"ru": "Назад", "en": "Previous"},
+    "next": {"ru": "Дальше", "en": "Next"},
+    "export": {"ru": "Выгрузить", "en": "Export"},
+    "no_source": {"ru": "Без источника", "en": "No source"},
+    "calls": {"ru": "Звонки", "en": "Calls"},
+    "unique_callers": {"ru": "Уникальные", "en": "Unique callers"},
+    "first_time": {"ru": "Первичные", "en": "First-time"},
+    "answered": {"ru": "Отвечено", "en": "Answered"},
+    "missed": {"ru": "Пропущено", "en": "Missed"},
+    "answered_share": {"ru": "Доля отвеченных", "en": "Answered share"},
+    "average_wait": {"ru": "Ср. ожидание, с", "en": "Avg wait, s"},
+    "average_talk": {"ru": "Ср. разговор, с", "en": "Avg talk, s"},
+    "spend": {"ru": "Расход", "en": "Spend"},
+    "cost_per_call": {"ru": "Цена звонка", "en": "Cost per call"},
+    "cost_per_first": {"ru": "Цена первичного", "en": "Cost per first-time"},
+    "chart_calls": {"ru": "Звонки по источникам", "en": "Calls by source"},
+    "chart_cost": {"ru": "Цена звонка по источникам", "en": "Cost per call by source"},
+    "chart_days": {"ru": "Звонки по дням", "en": "Calls by day"},
+    "pool": {"ru": "Пул", "en": "Pool"},
+    "numbers": {"ru": "Номеров", "en": "Numbers"},
+    "leases": {"ru": "Выдач", "en": "Leases"},
+    "utilisation": {"ru": "Загрузка", "en": "Utilisation"},
+    "exhaustions": {"ru": "Нехватки", "en": "Exhaustions"},
+    "ambiguous": {"ru": "Неоднозначные", "en": "Ambiguous"},
+    "choose_company": {"ru": "Выберите компанию.", "en": "Choose a company."},
+    "invalid_filter": {"ru": "Фильтр не применён: проверьте поля.", "en": "Filter not applied: check the fields."},
+    "outcome_answered": {"ru": "отвечен", "en": "answered"},
+    "outcome_missed": {"ru": "пропущен", "en": "missed"},
+    "outcome_busy": {"ru": "занято", "en": "busy"},
+    "outcome_no-answer": {"ru": "нет ответа", "en": "no answer"},
+    "outcome_abandoned": {"ru": "сброшен", "en": "abandoned"},
+    "outcome_failed": {"ru": "ошибка", "en": "failed"},
+    "outcome_in-progress": {"ru": "идёт", "en": "in progress"},
+}
+
+
+def translator(language: str):
+    def translate(key: str) -> str:
+        texts = TEXTS.get(key)
+        return texts[language] if texts else key
+
+    return translate
