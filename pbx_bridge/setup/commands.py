@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -20,12 +21,12 @@ from pbx_bridge.setup.loader import KINDS, LoadReport, apply_setup
 from pbx_bridge.setup.positions import Positions, scan_positions
 from pbx_bridge.setup.schema import Problem, SetupError, SetupSpec, parse_setup
 from pbx_bridge.storage import Database
-from pbx_bridge.storage.migrations import current_revisions, head_revisions
+from pbx_bridge.storage.migrations import head_revisions
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 
-# tomllib ends its messages with "(at line L, column C)"; Python 3.11 has no attribute for it.
+# tomllib ends its messages with "(at line L, column C)", and Python 3.11 has no attribute for it.
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 NUMBER_COLUMNS = ("company", "number", "mode", "source", "site", "pool", "state")
@@ -115,7 +116,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 async def _load(config: Config, spec: SetupSpec, *, dry_run: bool) -> LoadReport:
     database = Database(config.database.url)
     try:
-        await _check_schema(config)
+        await _check_schema(database)
         async with database.sessions() as session:
             try:
                 report = await apply_setup(session, spec)
@@ -140,21 +141,25 @@ async def _load(config: Config, spec: SetupSpec, *, dry_run: bool) -> LoadReport
         await database.close()
 
 
-async def _check_schema(config: Config) -> None:
-    url = config.database.url
-    current = await current_revisions(url)
-    heads = head_revisions(url)
-    if set(current) != set(heads):
+async def _check_schema(database: Database) -> None:
+    """Raise CommandError unless the database has every Alembic head this code expects."""
+    async with database.engine.connect() as connection:
+        current = await connection.run_sync(
+            lambda sync: set(MigrationContext.configure(sync).get_current_heads())
+        )
+    heads = head_revisions(database.url)
+    if current != set(heads):
         raise CommandError(
-            f"the database at {mask_url(url)} is at revision {', '.join(current) or 'none'}, "
-            f"expected {', '.join(heads)}. Run: pbx-bridge db upgrade"
+            f"the database at {database.display_url} is at revision "
+            f"{', '.join(sorted(current)) or 'none'}, expected {', '.join(heads)}. "
+            "Run: pbx-bridge db upgrade"
         )
 
 
 async def _list_numbers(config: Config, *, company: str | None, state: str | None) -> list[dict[str, Any]]:
     database = Database(config.database.url)
     try:
-        await _check_schema(config)
+        await _check_schema(database)
         query = (
             select(
                 Company.name,

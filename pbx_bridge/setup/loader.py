@@ -52,7 +52,7 @@ KINDS = ("companies", "sources", "sites", "pools", "numbers")
 
 @dataclass
 class LoadReport:
-    """What a load changed, counted per kind of row, with the notable changes spelled out."""
+    """Counts of created, updated and unchanged rows per kind, and the moved and retired numbers."""
 
     created: Counter[str] = field(default_factory=Counter)
     updated: Counter[str] = field(default_factory=Counter)

@@ -166,7 +166,7 @@ class _Scanner:
     def scan_inline_table(self, path: KeyPath) -> None:
         self.position += 1
         while True:
-            # TOML 1.0 keeps inline tables on one line; newlines are skipped for TOML 1.1 texts.
+            # TOML 1.0 keeps inline tables on one line. Newlines are skipped anyway, as TOML 1.1 allows them.
             self.skip_blank(newlines=True)
             if self.peek() in ("}", ""):
                 self.position += 1

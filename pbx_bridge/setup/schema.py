@@ -671,7 +671,7 @@ class _Checker:
         """Report keys outside `allowed`; `parent` is the enclosing table's noun and keys.
 
         A parent's key written after a [[...]] header is a common slip, because TOML puts every
-        key after a header into that section. The message then says where the key belongs.
+        key after a header into that section. The message then names the table the key belongs to.
         """
         for key in table:
             if key in allowed:
@@ -776,8 +776,8 @@ class _Checker:
             self.fail(path, f'{where}: missing key "{key}", expected a date such as 2026-01-31')
             return None
         value = table[key]
-        # TOML local dates parse to date; datetime is a subclass of date and is not a day.
-        if not isinstance(value, date) or type(value) is not date:
+        # TOML local dates parse to date. A datetime is a subclass of date, but it is not a day.
+        if type(value) is not date:
             self.fail(
                 path + (key,),
                 f"{where}: {key} is {_describe(value)}, expected a date such as 2026-01-31 "
@@ -823,7 +823,7 @@ class _Checker:
     def phone_value(
         self, value: Any, path: KeyPath, where: str, *, claim: bool = True
     ) -> str | None:
-        """Return `value` in E.164; with `claim`, also report a number already listed elsewhere."""
+        """Return `value` in E.164. With `claim`, also report a number already listed elsewhere."""
         if not isinstance(value, str):
             self.fail(
                 path,

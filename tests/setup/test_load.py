@@ -322,3 +322,11 @@ def test_load_needs_migrated_database(tmp_path: Path, capsys) -> None:
 
     assert status == 1
     assert "Run: pbx-bridge db upgrade" in capsys.readouterr().err
+
+
+def test_docs_embed_current_sample_file() -> None:
+    sample = SAMPLE_FILE.read_text(encoding="utf-8")
+    docs = SAMPLE_FILE.parents[1] / "docs"
+
+    assert sample in (docs / "setup.md").read_text(encoding="utf-8")
+    assert sample in (docs / "setup.ru.md").read_text(encoding="utf-8")

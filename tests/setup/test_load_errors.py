@@ -12,7 +12,7 @@ from models import Company, Site
 from pbx_bridge.setup import loader
 from tests.setup.conftest import SAMPLE_FILE, Cli
 
-# A valid file; each case below replaces a line of it with one that must fail.
+# A valid file. Each case below replaces a line of it with one that must fail.
 BASE_FILE = """\
 [[companies]]
 name = "Окна"
@@ -141,7 +141,7 @@ BAD_FILES = [
 
 
 def write_bad_file(tmp_path: Path, lines: str, replacement: str) -> tuple[Path, int]:
-    """Write BASE_FILE with `lines` replaced; return the path and the line the error must name.
+    """Write BASE_FILE with `lines` replaced, and return the path and the line the error must name.
 
     That line is the one marked "# <-" in the replacement, else the replacement's last line.
     """
