@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from .channels import Bridge, Channel
     from .server import FakeAsterisk
 
+# Request parameters: the query merged with the fields of a JSON body object, as Asterisk
+# reads them (RequestKey exists from aiohttp 3.12 on).
+PARAMS: Any = web.RequestKey("params", dict) if hasattr(web, "RequestKey") else "params"
+
 # Dialed or created channels in these states are not yet answered: operations that change the
 # channel's state or place in the dialplan answer 412 (channel_state_invalid in Asterisk).
 _UNANSWERED_OUTBOUND_STATES = frozenset({"Down", "Reserved", "Ringing"})
@@ -123,7 +127,7 @@ class RestApi:
         ]
 
     # Every handler below is a coroutine without an await: it runs to its end at once, so the
-    # events it sends are held back until its answer is written (see Pbx.deferring).
+    # events it sends are held back until its response is written (see Pbx.deferring).
 
     # Asterisk and applications
 
@@ -137,7 +141,7 @@ class RestApi:
                        "setid": {"user": "asterisk", "group": "asterisk"}},
             "status": {"startup_time": started, "last_reload_time": started},
         }
-        only = ari_list(request["params"].get("only"))
+        only = ari_list(request[PARAMS].get("only"))
         if only:
             sections = {key: value for key, value in sections.items() if key in only}
         return web.json_response(sections)
@@ -162,7 +166,7 @@ class RestApi:
     # Channels
 
     def _find_control(self, channel_id: str) -> Channel | web.Response:
-        """Return the channel if it is in Stasis, else Asterisk's 404 or 409 answer."""
+        """Return the channel if it is in Stasis, else Asterisk's 404 or 409 response."""
         channel = self.pbx.channels.get(channel_id)
         if channel is None:
             return error(404, "Channel not found")
@@ -194,7 +198,7 @@ class RestApi:
         return dict(variables)
 
     async def originate(self, request: web.Request) -> web.Response:
-        params = request["params"]
+        params = request[PARAMS]
         channel_id = request.match_info.get("channel_id") or params.get("channelId")
         variables = self._variables(params)
         if isinstance(variables, web.Response):
@@ -228,7 +232,7 @@ class RestApi:
         return web.json_response(channel.to_json())
 
     async def create_channel(self, request: web.Request) -> web.Response:
-        params = request["params"]
+        params = request[PARAMS]
         variables = self._variables(params)
         if isinstance(variables, web.Response):
             return variables
@@ -249,8 +253,8 @@ class RestApi:
         if channel_id in self.pbx.channels or params.get("otherChannelId") in self.pbx.channels:
             return error(409, "Channel with given unique ID already exists")
 
-        # NOTE: Asterisk 22 does not check that `app` is given; a channel created without it
-        # fails to enter Stasis and is hung up, which the fake reproduces.
+        # NOTE: Asterisk 22 does not check that `app` is given. A channel created without it
+        # fails to enter Stasis and is hung up, and the fake does the same.
         channel = self.pbx.create_channel(
             endpoint, params.get("app") or "", params.get("appArgs"), channel_id=channel_id,
             other_channel_id=params.get("otherChannelId"), originator=originator,
@@ -258,7 +262,7 @@ class RestApi:
         return web.json_response(channel.to_json())
 
     async def hang_up(self, request: web.Request) -> web.Response:
-        params = request["params"]
+        params = request[PARAMS]
         channel = self.pbx.channels.get(request.match_info["channel_id"])
         if channel is None:
             return error(404, "Channel not found")
@@ -293,7 +297,7 @@ class RestApi:
         return no_content()
 
     async def continue_in_dialplan(self, request: web.Request) -> web.Response:
-        params = request["params"]
+        params = request[PARAMS]
         channel = self._control_in_valid_state(request.match_info["channel_id"])
         if isinstance(channel, web.Response):
             return channel
@@ -305,8 +309,8 @@ class RestApi:
         label = params.get("label")
         priority = ari_int(params.get("priority"), 0)
         if label:
-            # NOTE: the fake has no dialplan to look labels up in; a numeric label is a
-            # priority, any other label is accepted and recorded with priority 1.
+            # NOTE: the fake has no dialplan to look labels up in. A numeric label is taken as
+            # the priority, and any other label is accepted and recorded with priority 1.
             priority = ari_int(label, 1) if re.match(r"\s*\d", label) else 1
             if priority == 0:
                 return error(400, "Requested priority is illegal")
@@ -316,7 +320,7 @@ class RestApi:
         return no_content()
 
     async def dial(self, request: web.Request) -> web.Response:
-        params = request["params"]
+        params = request[PARAMS]
         channel = self._find_control(request.match_info["channel_id"])
         if isinstance(channel, web.Response):
             return channel
@@ -331,7 +335,7 @@ class RestApi:
         return no_content()
 
     async def get_variable(self, request: web.Request) -> web.Response:
-        name = request["params"].get("variable")
+        name = request[PARAMS].get("variable")
         if not name:
             return error(400, "Variable name is required")
         channel = self.pbx.channels.get(request.match_info["channel_id"])
@@ -342,7 +346,7 @@ class RestApi:
         return web.json_response({"value": channel.variables[name]})
 
     async def set_variable(self, request: web.Request) -> web.Response:
-        params = request["params"]
+        params = request[PARAMS]
         name = params.get("variable")
         if not name:
             return error(400, "Variable name is required")
@@ -378,7 +382,7 @@ class RestApi:
         return web.json_response([bridge.to_json() for bridge in self.pbx.bridges.values()])
 
     async def create_bridge(self, request: web.Request) -> web.Response:
-        params = request["params"]
+        params = request[PARAMS]
         bridge_id = request.match_info.get("bridge_id") or params.get("bridgeId")
         if bridge_id and bridge_id in self.pbx.bridges:
             return error(409, f"Bridge with id '{bridge_id}' already exists")
@@ -404,7 +408,7 @@ class RestApi:
         return no_content()
 
     async def add_channel(self, request: web.Request) -> web.Response:
-        params = request["params"]
+        params = request[PARAMS]
         bridge = self._find_bridge(request.match_info["bridge_id"])
         if isinstance(bridge, web.Response):
             return bridge
@@ -417,7 +421,7 @@ class RestApi:
         return no_content()
 
     async def remove_channel(self, request: web.Request) -> web.Response:
-        params = request["params"]
+        params = request[PARAMS]
         bridge = self._find_bridge(request.match_info["bridge_id"])
         if isinstance(bridge, web.Response):
             return bridge
@@ -431,7 +435,7 @@ class RestApi:
         return no_content()
 
     async def record_bridge(self, request: web.Request) -> web.Response:
-        params = request["params"]
+        params = request[PARAMS]
         bridge = self._find_bridge(request.match_info["bridge_id"])
         if isinstance(bridge, web.Response):
             return bridge

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .channels import Party, ari_timestamp
 from .pbx import ASTERISK_ID, Call, Pbx
-from .rest import RestApi, error
+from .rest import PARAMS, RestApi, error
 from .scripts import LineBehaviour, NoAnswer
 
 logger = logging.getLogger("pbx_bridge.tests.fake_asterisk")
@@ -24,7 +24,7 @@ logger = logging.getLogger("pbx_bridge.tests.fake_asterisk")
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """A REST request the fake answered; `path` has no /ari prefix, as in the transcripts."""
+    """A REST request and the status the fake returned; `path` has no /ari prefix, as in the transcripts."""
 
     method: str
     path: str
@@ -150,7 +150,7 @@ class FakeAsterisk:
                         times: int | None = None) -> None:
         """Make the next bridge recordings fail with `status` and `message`.
 
-        The default is Asterisk's answer when the recording folder cannot be created. `times`
+        The default is Asterisk's response when the recording folder cannot be created. `times`
         limits how many recordings fail (None: all until `fail_recordings(None)`).
         """
         self._recording_failure = None if status is None else (status, message)
@@ -170,7 +170,7 @@ class FakeAsterisk:
         """Cut every events websocket without a close frame, as a network failure does.
 
         Channels stay in Stasis and nothing is replayed later. For `refuse_for` seconds new
-        websocket requests are answered 503.
+        websocket requests get 503.
         """
         self._refuse_websockets_until = time.monotonic() + refuse_for
         for session in list(self._sessions.values()):
@@ -247,7 +247,7 @@ class FakeAsterisk:
         session.queue.put_nowait(event)
 
     async def _events_websocket(self, request: web.Request) -> web.StreamResponse:
-        apps = [app for app in str(request["params"].get("app") or "").split(",") if app]
+        apps = [app for app in str(request[PARAMS].get("app") or "").split(",") if app]
         if not apps:
             return error(400, "Missing param 'app'")
         if time.monotonic() < self._refuse_websockets_until:
@@ -255,7 +255,7 @@ class FakeAsterisk:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
         session = _EventSession(request, socket, apps)
-        self._attach(session, subscribe_all=str(request["params"].get("subscribeAll")) == "true")
+        self._attach(session, subscribe_all=str(request[PARAMS].get("subscribeAll")) == "true")
         writer = asyncio.create_task(session.write_events())
         try:
             async for _message in socket:
@@ -320,7 +320,7 @@ class FakeAsterisk:
             if isinstance(parsed, dict):
                 # Asterisk reads every query parameter from a JSON body object as well.
                 params.update(parsed)
-        request["params"] = params
+        request[PARAMS] = params
 
         if request.path == "/ari/events":
             return await handler(request)
@@ -334,7 +334,7 @@ class FakeAsterisk:
                 response = error(405, "Invalid method")
                 response.headers["Allow"] = ", ".join(sorted(refused.allowed_methods))
         self._record(request, params, response)
-        # The answer goes out before the events the request caused, as on a real Asterisk.
+        # The response goes out before the events the request caused, as on a real Asterisk.
         await response.prepare(request)
         await response.write_eof()
         for action in pending:
