@@ -37,7 +37,7 @@ PLOT_WIDTH = 260
 
 
 def horizontal_chart(chart_id: str, title: str, css: str, items: list[tuple[str, float | Decimal | None]], value_format: str = "{:g}") -> Chart:
-    """One bar per item, longest for the largest value; items without a value get no bar."""
+    """Lay out one bar per item, scaled to the largest value. Items without a value get no bar."""
     values = [float(value) for _, value in items if value is not None]
     maximum = max(values, default=0.0) or 1.0
     bars = []
@@ -62,7 +62,7 @@ def horizontal_chart(chart_id: str, title: str, css: str, items: list[tuple[str,
 
 
 def vertical_chart(chart_id: str, title: str, css: str, items: list[tuple[str, int]]) -> Chart:
-    """One column per item (days of a period), labels under the columns."""
+    """Lay out one column per item, such as the days of a period, with labels under the columns."""
     plot_height = 140
     column = max(12, min(40, 640 // max(len(items), 1)))
     maximum = max((value for _, value in items), default=0) or 1

@@ -69,7 +69,7 @@ def render(request: web.Request, template: str, status: int = 200, **values: Any
 
 
 async def login_required(request: web.Request) -> web.Response:
-    """The answer to an unauthenticated dashboard request: 401 with the login form."""
+    """Render the login form with status 401 for an unauthenticated dashboard request."""
     return render(request, "login.html", status=401, page_title="login", failed=False, login_value="")
 
 

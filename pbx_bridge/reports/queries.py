@@ -1,7 +1,7 @@
 """Report figures computed in the database where the volume is, for SQLite and PostgreSQL.
 
-A period is a range of whole days in the company's time zone; calls belong to the day and hour
-of the company's wall clock when they started.
+A period is a range of whole days in the company's time zone. A call belongs to the day and hour
+that the company's wall clock showed when the call started.
 """
 
 from __future__ import annotations
@@ -238,14 +238,14 @@ async def _local_buckets(session: AsyncSession, company_id: int, period: Period,
 
 
 async def calls_by_day(session: AsyncSession, company_id: int, period: Period) -> list[DayRow]:
-    """Every day of the period in order, days without calls included."""
+    """Count calls per day of the period in order, days without calls included."""
     counts = await _local_buckets(session, company_id, period, "day")
     days = [period.first + timedelta(days=offset) for offset in range(period.days)]
     return [DayRow(day, *counts.get(day, (0, 0, 0))) for day in days]
 
 
 async def calls_by_hour(session: AsyncSession, company_id: int, period: Period) -> list[HourRow]:
-    """Hours 0..23 of the company's wall clock, summed over the period."""
+    """Count calls per hour 0..23 of the company's wall clock, summed over the period."""
     counts = await _local_buckets(session, company_id, period, "hour")
     return [HourRow(hour, *counts.get(hour, (0, 0, 0))) for hour in range(24)]
 
