@@ -24,7 +24,8 @@ def reconnect_delays(
     """
     if min_delay <= 0 or max_delay < min_delay:
         raise ValueError(
-            f"reconnect delays must satisfy 0 < min <= max, got min {min_delay}, max {max_delay}"
+            f"invalid reconnect delays: min {min_delay} and max {max_delay} must satisfy "
+            "0 < min <= max (ari.reconnect_min_delay, ari.reconnect_max_delay)"
         )
     delay = min_delay
     while True:

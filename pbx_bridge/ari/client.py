@@ -30,15 +30,15 @@ EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 ConnectHandler = Callable[[], Awaitable[None]]
 
 # Asterisk's HTTP server accepts 100 sessions by default (http.conf `sessionlimit`), and the event
-# websocket and other ARI users count against it too. 64 pooled connections leave room for them
-# while hundreds of calls in flight share the pool: each REST request holds a connection for
+# websocket and other ARI users count against it too. 64 pooled connections leave room for them.
+# Hundreds of calls in flight can share the pool because each REST request uses a connection for
 # milliseconds.
 CONNECTION_LIMIT = 64
-# Asterisk closes an idle HTTP connection after 15 s (http.conf `session_keep_alive`); close ours
-# earlier so a request never goes out on a connection Asterisk is closing.
+# Asterisk closes an idle HTTP connection after 15 s by default (http.conf `session_keep_alive`).
+# Closing ours earlier keeps requests off connections that Asterisk is about to close.
 KEEPALIVE_TIMEOUT = 10.0
-# Seconds between websocket pings; no pong within half of it counts as a dropped connection, which
-# catches a silently dead TCP connection that would otherwise look open for minutes.
+# Seconds between websocket pings. No pong within half of it counts as a dropped connection, so a
+# silently dead TCP connection is noticed in seconds rather than minutes.
 HEARTBEAT = 20.0
 # A websocket that stayed open this many seconds resets the backoff to the minimum delay.
 STABLE_CONNECTION = 10.0
@@ -47,7 +47,7 @@ STABLE_CONNECTION = 10.0
 class AriClient:
     """One ARI application's REST requests and event websocket over one aiohttp session.
 
-    REST methods return the parsed JSON answer, or None for 204 No Content, and raise AriError
+    REST methods return the parsed JSON response, or None for 204 No Content, and raise AriError
     subclasses. `run` keeps the websocket attached until cancelled.
     """
 
@@ -290,7 +290,7 @@ class AriClient:
         body: Any = None,
         **path_params: str,
     ) -> Any:
-        """Send one request; `path` is the specification's template, filled from path_params."""
+        """Send one request to `path`, the specification's template filled from path_params."""
         operation = f"{method} {path}"
         # Ids go into the path percent-encoded, "/" included, because recording names may
         # contain folders ("calltracking/2026/12/04/...").
@@ -315,7 +315,7 @@ class AriClient:
                 return json.loads(text)
             except json.JSONDecodeError:
                 raise ServerError(
-                    operation, resource_id, status, f"answer is not JSON: {describe_frame(text)}"
+                    operation, resource_id, status, f"response is not JSON: {describe_frame(text)}"
                 ) from None
         raise error_for_status(
             status, _asterisk_message(text, response.reason), operation=operation, resource_id=resource_id
@@ -408,8 +408,8 @@ class AriClient:
             if on_connect is not None:
                 await self._call_on_connect(on_connect)
 
-            # The iteration ends on a close frame or a lost connection; ERROR covers a missed
-            # heartbeat pong and protocol violations.
+            # The iteration ends on a close frame or a lost connection, and an ERROR message ends
+            # it here. websocket.exception() then gives the cause, such as a missed heartbeat pong.
             async for message in websocket:
                 if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     await self._deliver(message.data, on_event)
@@ -467,8 +467,8 @@ def _query_params(query: Mapping[str, Any] | None) -> dict[str, str]:
 
 
 def _variables_body(variables: Mapping[str, Any] | None) -> dict[str, dict[str, str]] | None:
-    # ARI takes channel variables in the JSON body, as {"variables": {"NAME": "value"}}, and
-    # only string values.
+    # ARI takes channel variables in the JSON body as {"variables": {"NAME": "value"}}. Values
+    # are sent as strings because channel variables are strings in Asterisk.
     if not variables:
         return None
     return {"variables": {name: str(value) for name, value in variables.items()}}

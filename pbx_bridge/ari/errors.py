@@ -18,8 +18,8 @@ class AriError(Exception):
 
     `operation` is the method and path template from the ARI specification, such as
     "POST /channels/{channelId}/dial"; `resource_id` is the channel, bridge, recording or
-    application id it was made on; `status` is the HTTP status (None when no answer came);
-    `asterisk_message` is the text of Asterisk's `{"message": ...}` answer body.
+    application id it was made on; `status` is the HTTP status (None when no response came);
+    `asterisk_message` is the text of Asterisk's `{"message": ...}` response body.
     """
 
     def __init__(
@@ -63,16 +63,16 @@ class Unauthorized(AriError):
 
 
 class ServerError(AriError):
-    """Asterisk failed to carry out a valid request (HTTP 5xx) or sent an unreadable answer."""
+    """Asterisk failed to carry out a valid request (HTTP 5xx) or sent an unreadable response."""
 
 
 class AriUnavailable(AriError):
-    """No answer from Asterisk: connection refused or reset, or the request timed out."""
+    """No response from Asterisk because the connection was refused or reset, or timed out."""
 
 
-# Message texts of Asterisk 22 for a channel that exists outside Stasis: channel operations answer
-# 409 with the first (the specification words it the second way), and addChannel answers 422.
-# addChannel answers 400 "Channel not found" for a channel that is gone.
+# Message texts of Asterisk 22 for a channel that exists outside Stasis. Channel operations respond
+# 409 with the first, which the specification words the second way, and addChannel responds 422.
+# For a channel that is gone, addChannel responds 400 "Channel not found".
 _NOT_IN_STASIS_MESSAGES = frozenset(
     {"Channel not in Stasis application", "Channel not in a Stasis application"}
 )
@@ -83,7 +83,7 @@ _HTTP_STATUS_PHRASES = {status.value: status.phrase for status in HTTPStatus if 
 def error_for_status(
     status: int, asterisk_message: str, *, operation: str, resource_id: str | None
 ) -> AriError:
-    """Build the exception for an ARI answer with an error status."""
+    """Build the exception for an ARI response with an error status."""
     error_type: type[AriError]
     if status == 404:
         error_type = NotFound

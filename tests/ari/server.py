@@ -1,6 +1,6 @@
-"""A small ARI server on 127.0.0.1 that records requests and answers as Asterisk does.
+"""A small ARI server on 127.0.0.1 that records requests and responds as Asterisk does.
 
-Tests set the answer per request with `AriServer.reply`; anything else gets 204 No Content. The
+Tests set the response per request with `AriServer.reply`; anything else gets 204 No Content. The
 websocket endpoint `/ari/events` accepts connections, and tests push frames, drop the sockets,
 reject the handshake or stop listening altogether.
 """
@@ -43,7 +43,7 @@ class AriServer:
         self.rest_in_flight = 0
         self.rest_peak_in_flight = 0
         # False makes the websocket ignore pings, as a dead peer or a stuck proxy would.
-        self.answer_pings = True
+        self.autoping = True
         self.reset_rest_connections = False
         self.port = 0
         self._websockets: list[web.WebSocketResponse] = []
@@ -136,7 +136,7 @@ class AriServer:
             return web.json_response(
                 {"message": "Authentication required"}, status=self.reject_events_with
             )
-        websocket = web.WebSocketResponse(autoping=self.answer_pings)
+        websocket = web.WebSocketResponse(autoping=self.autoping)
         await websocket.prepare(request)
         self._websockets.append(websocket)
         async for _message in websocket:

@@ -21,7 +21,7 @@ def test_jitter_shortens_delay_by_fraction() -> None:
     assert list(itertools.islice(delays, 4)) == pytest.approx([0.9, 1.8, 3.6, 3.6])
 
 
-def test_delays_never_exceed_maximum_with_random_jitter() -> None:
+def test_jittered_delays_stay_within_bounds() -> None:
     delays = list(itertools.islice(reconnect_delays(0.5, 30.0), 200))
 
     assert max(delays) <= 30.0
@@ -34,7 +34,7 @@ def test_late_delays_stay_near_maximum() -> None:
     assert min(delays) >= 30.0 * 0.9
 
 
-def test_equal_minimum_and_maximum_give_constant_delay() -> None:
+def test_equal_bounds_give_constant_delay() -> None:
     delays = reconnect_delays(2.0, 2.0, random_fraction=lambda: 0.0)
 
     assert list(itertools.islice(delays, 3)) == [2.0, 2.0, 2.0]

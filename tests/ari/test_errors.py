@@ -1,4 +1,4 @@
-"""Error mapping: Asterisk's answers and connection failures become the package's exceptions."""
+"""Error mapping: Asterisk's error responses and connection failures become the package's exceptions."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ async def test_404_is_not_found(ari_server: AriServer, ari_client: AriClient) ->
     assert raised.value.asterisk_message == "Channel not found"
 
 
-async def test_add_channel_400_channel_not_found_is_not_found(
+async def test_add_channel_vanished_is_not_found(
     ari_server: AriServer, ari_client: AriClient
 ) -> None:
     ari_server.reply("POST", f"/ari/bridges/{BRIDGE}/addChannel", 400, {"message": "Channel not found"})
@@ -63,7 +63,7 @@ async def test_409_not_in_stasis_is_not_in_stasis(ari_server: AriServer, ari_cli
     )
 
 
-async def test_add_channel_422_not_in_stasis_is_not_in_stasis(
+async def test_add_channel_422_is_not_in_stasis(
     ari_server: AriServer, ari_client: AriClient
 ) -> None:
     ari_server.reply(
@@ -181,7 +181,7 @@ async def test_success_with_invalid_json_is_server_error(
     with pytest.raises(ServerError) as raised:
         await ari_client.list_channels()
 
-    assert str(raised.value) == "GET /channels failed: 200 answer is not JSON: <html>not json</html>"
+    assert str(raised.value) == "GET /channels failed: 200 response is not JSON: <html>not json</html>"
 
 
 async def test_connection_refused_is_unavailable(ari_server: AriServer, ari_client: AriClient) -> None:

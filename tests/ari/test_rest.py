@@ -275,7 +275,7 @@ async def test_request_sends_basic_auth(ari_server: AriServer, ari_client: AriCl
     assert ari_server.requests[0].authorization == f"Basic {expected}"
 
 
-async def test_recording_name_with_folders_is_one_path_segment(
+async def test_recording_folders_encoded_in_path(
     ari_server: AriServer, ari_client: AriClient
 ) -> None:
     await ari_client.get_stored_recording("calltracking/2026/12/04/1796411651.26")
@@ -291,26 +291,26 @@ async def test_channel_id_is_percent_encoded(ari_server: AriServer, ari_client: 
     assert ari_server.requests[0].raw_path == "/ari/channels/odd%20id%3F%23"
 
 
-async def test_json_answer_is_parsed(ari_server: AriServer, ari_client: AriClient) -> None:
+async def test_json_response_is_parsed(ari_server: AriServer, ari_client: AriClient) -> None:
     channel = {"id": "1796411651.26", "name": "PJSIP/trunk-00000000", "state": "Ring"}
     ari_server.reply("GET", "/ari/channels/1796411651.26", 200, channel)
 
     assert await ari_client.get_channel("1796411651.26") == channel
 
 
-async def test_json_list_answer_is_parsed(ari_server: AriServer, ari_client: AriClient) -> None:
+async def test_json_list_response_is_parsed(ari_server: AriServer, ari_client: AriClient) -> None:
     ari_server.reply("GET", "/ari/channels", 200, [{"id": "1"}, {"id": "2"}])
 
     assert await ari_client.list_channels() == [{"id": "1"}, {"id": "2"}]
 
 
-async def test_no_content_answer_returns_none(ari_server: AriServer, ari_client: AriClient) -> None:
+async def test_no_content_returns_none(ari_server: AriServer, ari_client: AriClient) -> None:
     ari_server.reply("POST", "/ari/channels/1796411651.26/ring", 204)
 
     assert await ari_client.ring("1796411651.26") is None
 
 
-async def test_created_recording_answer_is_parsed(
+async def test_created_recording_is_parsed(
     ari_server: AriServer, ari_client: AriClient
 ) -> None:
     live = {"name": "ct-1", "format": "wav", "state": "queued", "target_uri": "bridge:bridge-1"}

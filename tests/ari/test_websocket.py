@@ -81,7 +81,7 @@ async def test_client_is_not_connected_before_run(ari_client: AriClient) -> None
     assert ari_client.connected is False
 
 
-async def test_websocket_request_names_app_and_sends_auth(
+async def test_websocket_request_has_app_and_auth(
     ari_server: AriServer, recorder: Recorder, running: asyncio.Task[None]
 ) -> None:
     await wait_connected(ari_server, recorder)
@@ -154,7 +154,7 @@ async def test_binary_frame_is_delivered(
     assert recorder.events == [{"type": "StasisStart"}]
 
 
-async def test_malformed_frames_are_skipped_with_warning(
+async def test_malformed_frames_skipped_with_warning(
     ari_server: AriServer,
     recorder: Recorder,
     running: asyncio.Task[None],
@@ -178,7 +178,7 @@ async def test_malformed_frames_are_skipped_with_warning(
     )
 
 
-async def test_handler_exception_is_logged_and_loop_continues(
+async def test_handler_exception_logged_and_skipped(
     ari_server: AriServer,
     recorder: Recorder,
     running: asyncio.Task[None],
@@ -201,7 +201,7 @@ async def test_handler_exception_is_logged_and_loop_continues(
     assert len(ari_server.event_connections) == 1
 
 
-async def test_on_connect_exception_is_logged_and_events_flow(
+async def test_on_connect_exception_keeps_events(
     ari_server: AriServer,
     recorder: Recorder,
     running: asyncio.Task[None],
@@ -232,7 +232,7 @@ async def test_events_sent_before_drop_are_delivered(
     assert [event["sequence"] for event in recorder.events] == [0, 1, 2]
 
 
-async def test_reconnects_after_server_drops_socket(ari_server: AriServer, recorder: Recorder) -> None:
+async def test_reconnects_after_socket_drop(ari_server: AriServer, recorder: Recorder) -> None:
     # A longer first delay leaves the poll below time to see the disconnected state.
     client = make_client(ari_server, reconnect_min_delay=0.05, reconnect_max_delay=0.1)
     recorder.client = client
@@ -281,7 +281,7 @@ async def test_on_connect_called_after_every_reconnect(
     assert len(ari_server.event_connections) == 3
 
 
-async def test_reconnects_after_connections_refused(
+async def test_reconnects_after_refused_connections(
     ari_server: AriServer,
     ari_client: AriClient,
     recorder: Recorder,
@@ -382,7 +382,7 @@ async def test_unauthorized_logs_error_naming_user(
     assert recorder.connects == 0
 
 
-async def test_unauthorized_error_repeats_after_a_successful_connection(
+async def test_unauthorized_logged_again_after_connect(
     ari_server: AriServer,
     recorder: Recorder,
     running: asyncio.Task[None],
@@ -458,11 +458,11 @@ async def test_password_never_logged(
     assert PASSWORD not in caplog.text
 
 
-async def test_server_ignoring_pings_counts_as_dropped(
+async def test_missed_pong_drops_connection(
     ari_server: AriServer, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    ari_server.answer_pings = False
+    ari_server.autoping = False
     client = make_client(ari_server, heartbeat=0.05)
     recorder.client = client
     task = asyncio.create_task(client.run(recorder.on_event, on_connect=recorder.on_connect))
