@@ -29,10 +29,10 @@ log = logging.getLogger("pbx_bridge.ari")
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 ConnectHandler = Callable[[], Awaitable[None]]
 
-# Asterisk's HTTP server accepts 100 sessions by default (http.conf `sessionlimit`), and the event
-# websocket and other ARI users count against it too. 64 pooled connections leave room for them.
-# Hundreds of calls in flight can share the pool because each REST request uses a connection for
-# milliseconds.
+# Asterisk's HTTP server accepts 100 sessions by default (http.conf `sessionlimit`, per Asterisk's
+# http.conf.sample), shared with other HTTP users of that Asterisk. 64 pooled connections leave
+# room for them. Hundreds of calls in flight can share the pool because each REST request uses a
+# connection for milliseconds.
 CONNECTION_LIMIT = 64
 # Asterisk closes an idle HTTP connection after 15 s by default (http.conf `session_keep_alive`).
 # Closing ours earlier keeps requests off connections that Asterisk is about to close.
