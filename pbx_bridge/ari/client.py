@@ -170,6 +170,26 @@ class AriClient:
             "POST", "/channels/{channelId}/continue", channel_id, channelId=channel_id, query=query
         )
 
+    async def get_variable(self, channel_id: str, variable: str) -> Any:
+        """Return `{"value": ...}` for a channel variable or dialplan function such as CALLERID(num)."""
+        return await self._request(
+            "GET",
+            "/channels/{channelId}/variable",
+            channel_id,
+            channelId=channel_id,
+            query={"variable": variable},
+        )
+
+    async def set_variable(self, channel_id: str, variable: str, value: str | None = None) -> Any:
+        """Set a channel variable; with value None the request carries no value, as ARI allows."""
+        return await self._request(
+            "POST",
+            "/channels/{channelId}/variable",
+            channel_id,
+            channelId=channel_id,
+            query={"variable": variable, "value": value},
+        )
+
     async def create_channel(
         self,
         endpoint: str,

@@ -87,6 +87,30 @@ REQUESTS: list[tuple[str, Call, str, str, dict[str, str], Any]] = [
         None,
     ),
     (
+        "get_variable",
+        lambda client: client.get_variable("1796411651.26", "CALLERID(num)"),
+        "GET",
+        "/ari/channels/1796411651.26/variable",
+        {"variable": "CALLERID(num)"},
+        None,
+    ),
+    (
+        "set_variable",
+        lambda client: client.set_variable("1796411651.26", "CT_DESTINATION", "PJSIP/office"),
+        "POST",
+        "/ari/channels/1796411651.26/variable",
+        {"variable": "CT_DESTINATION", "value": "PJSIP/office"},
+        None,
+    ),
+    (
+        "set_variable_unset",
+        lambda client: client.set_variable("1796411651.26", "CT_DESTINATION"),
+        "POST",
+        "/ari/channels/1796411651.26/variable",
+        {"variable": "CT_DESTINATION"},
+        None,
+    ),
+    (
         "create_channel",
         lambda client: client.create_channel(
             endpoint="PJSIP/office",
