@@ -80,7 +80,12 @@ class DeliveryWorker:
             try:
                 handled = await self.run_once()
             except (SQLAlchemyError, OSError) as error:
-                log.error("delivery batch failed, retrying after the poll interval: %s", error)
+                # The driver's own message only: SQLAlchemy's text repeats the row's call data.
+                cause = getattr(error, "orig", None) or error
+                log.error(
+                    "delivery batch failed, retrying after the poll interval: %s: %s",
+                    type(cause).__name__, str(cause)[:200],
+                )  # fmt: skip
                 handled = 0
             if handled < self.config.delivery.batch_size:
                 try:
