@@ -27,6 +27,18 @@ log = logging.getLogger("pbx_bridge.calls")
 FAILED_DIAL_STATUSES = frozenset({"BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL", "DONTCALL", "TORTURE", "INVALIDARGS"})
 # Q.850 causes a company leg can end with before it answers, read as a Dial status.
 CAUSE_TO_DIAL_STATUS = {17: "BUSY", 18: "NOANSWER", 19: "NOANSWER", 21: "CHANUNAVAIL", 34: "CONGESTION"}
+# Asterisk's texts (ast_cause2str) for the causes a call commonly ends with, used when an event
+# carries the number without `cause_txt`.
+CAUSE_TEXTS = {
+    16: "Normal Clearing",
+    17: "User busy",
+    18: "No user responding",
+    19: "User alerting, no answer",
+    21: "Call Rejected",
+    31: "Normal, unspecified",
+    34: "Circuit/channel congestion",
+    127: "Interworking, unspecified",
+}
 # Asterisk names the application's outbound legs by this first Stasis argument.
 OUTBOUND_ARG = "outbound"
 
@@ -67,8 +79,6 @@ class CallState:
     answered_at: datetime | None = None
     ended_at: datetime | None = None
     answered_leg: Leg | None = None
-    hangup_cause: int | None = None
-    hangup_cause_text: str | None = None
     hangup_side: HangupSide | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     tags: set[str] = field(default_factory=set)
@@ -100,6 +110,8 @@ class CallFlow:
         self.recording_done = asyncio.Event()
         self.caller_in_stasis = True
         self.missing_args = not args
+        # First hangup cause Asterisk reported per channel: (cause, text).
+        self.causes: dict[str, tuple[int, str | None]] = {}
         self.bridge_created = False
 
     # Entry points -------------------------------------------------------------------------
@@ -324,9 +336,25 @@ class CallFlow:
 
     def _note_cause(self, event: dict[str, Any]) -> None:
         cause = event.get("cause")
-        if cause is not None and self.state.hangup_cause is None and self.phase is not Phase.ENDED:
-            self.state.hangup_cause = int(cause)
-            self.state.hangup_cause_text = event.get("cause_txt")
+        channel_id = (event.get("channel") or {}).get("id")
+        if cause is not None and channel_id and channel_id not in self.causes:
+            self.causes[channel_id] = (int(cause), event.get("cause_txt"))
+
+    def _hangup_cause(self, side: HangupSide) -> tuple[int | None, str | None]:
+        """The cause of the side that ended the call: the caller, the answered leg, or for a
+        call no destination answered, its last attempt."""
+        if side is HangupSide.CALLER:
+            channel_id = self.channel_id
+        elif self.state.answered_leg is not None:
+            channel_id = self.state.answered_leg.channel_id
+        elif self.legs:
+            channel_id = list(self.legs)[-1]
+        else:
+            return None, None
+        cause, text = self.causes.get(channel_id, (None, None))
+        if cause is None:
+            return None, None
+        return cause, text or CAUSE_TEXTS.get(cause)
 
     async def _on_channel_gone(self, event: dict[str, Any]) -> None:
         channel_id = event["channel"]["id"]
@@ -340,8 +368,20 @@ class CallFlow:
         if leg is self.state.answered_leg:
             await self._on_company_hung_up(at)
         elif not leg.done:
-            status = leg.status if leg.status in FAILED_DIAL_STATUSES else CAUSE_TO_DIAL_STATUS.get(event.get("cause") or 0, "CHANUNAVAIL")
-            await self._attempt_failed(leg, status)
+            await self._attempt_failed(leg, self._status_of_vanished_leg(leg))
+
+    def _status_of_vanished_leg(self, leg: Leg) -> str:
+        """Read a Dial status for a leg that went away before answering without reporting one.
+
+        Asterisk ends an ARI dial that rang until its timeout by hanging the leg up softly
+        (cause 32, then StasisEnd) with no Dial NOANSWER event, so a leg that rang is unanswered.
+        """
+        if leg.status in FAILED_DIAL_STATUSES:
+            return leg.status
+        cause, _ = self.causes.get(leg.channel_id, (None, None))
+        if cause in CAUSE_TO_DIAL_STATUS:
+            return CAUSE_TO_DIAL_STATUS[cause]
+        return "NOANSWER" if leg.status == "RINGING" else "CHANUNAVAIL"
 
     async def _on_caller_gone(self, at: datetime) -> None:
         if not self.caller_in_stasis:
@@ -373,6 +413,7 @@ class CallFlow:
         state.ended_at = state.ended_at or now_utc()
         state.hangup_side = side
         await self._teardown()
+        cause, cause_text = self._hangup_cause(side)
 
         wait_end = state.answered_at or state.ended_at
         talk = None if state.answered_at is None else (state.ended_at - state.answered_at).total_seconds()
@@ -381,8 +422,8 @@ class CallFlow:
             ended_at=state.ended_at,
             wait_seconds=max(0.0, (wait_end - state.started_at).total_seconds()),
             talk_seconds=None if talk is None else max(0.0, talk),
-            hangup_cause=state.hangup_cause,
-            hangup_cause_text=state.hangup_cause_text,
+            hangup_cause=cause,
+            hangup_cause_text=cause_text,
             hangup_side=side.value,
             attempts=list(state.attempts),
             answered_at=state.answered_at,

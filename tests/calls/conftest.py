@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,18 @@ async def journal_row(database: Database, channel_id: str, timeout: float = 10.0
         if loop.time() > deadline:
             raise AssertionError(f"journal row of {channel_id} not complete after {timeout} s: {call!r}")
         await asyncio.sleep(0.05)
+
+
+def event_time(fake: FakeAsterisk, event_type: str, channel_id: str, **match: Any) -> datetime:
+    """Asterisk's timestamp of the first event of `event_type` for a channel (as channel or peer)."""
+    for event in fake.events + fake.undelivered_events:
+        channel = event.get("channel") or event.get("peer") or {}
+        if event["type"] != event_type or channel.get("id") != channel_id:
+            continue
+        if all(event.get(key) == value for key, value in match.items()):
+            return datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z")
+    raise AssertionError(f"no {event_type} event for {channel_id} with {match}")
+
+
+def seconds_between(start: datetime, end: datetime) -> float:
+    return round((end - start).total_seconds(), 3)
