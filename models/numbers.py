@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, UTCDateTime, utcnow
 from models.company import Company, Site, Source
+
+
+NEVER_HELD = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class NumberMode(str, enum.Enum):
@@ -70,8 +73,10 @@ class TrackingNumber(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Pool numbers only: the session holding the number and the end of its hold. Leasing claims a
     # number with one conditional UPDATE of these columns, which keeps allocation race-free.
+    # A number that was never leased has held_until at the epoch rather than NULL, so the
+    # (pool_id, held_until) index returns the longest-free numbers first on both backends.
     held_by_session_id: Mapped[int | None] = mapped_column(Integer)
-    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=NEVER_HELD)
 
     company: Mapped[Company] = relationship()
     source: Mapped[Source | None] = relationship()
@@ -86,6 +91,7 @@ class TrackingNumber(Base):
         ),
         Index(None, "pool_id"),
         Index(None, "held_by_session_id"),
+        Index(None, "pool_id", "held_until"),
     )
 
 

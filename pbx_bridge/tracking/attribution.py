@@ -56,8 +56,8 @@ async def attribute_pool_call(
     if not leases:
         return AttributionResult(models.Attribution.POOL_UNMATCHED, default_source_id, None)
 
-    # Activity after the call start says nothing about who called, so it counts as `at`; among
-    # leases still active at `at`, the newer lease wins.
+    # Activity after the call start tells nothing about who called, so it counts as `at`.
+    # Among leases still active at `at`, the newer lease wins.
     winner = max(
         leases, key=lambda lease: (min(lease.last_active_at, at), lease.leased_at, lease.session_id)
     )

@@ -1,9 +1,9 @@
 """Leases of pool numbers: race-free claims, heartbeats, leaving, and the lease history.
 
 A pool number is free when its `held_until` has passed (or was never set). Every claim is one
-conditional UPDATE of the number row, so two sessions can never claim one number together: on
-PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED and the UPDATE re-checks the
-condition on the row it locked, and on SQLite every write transaction runs alone.
+conditional UPDATE of the number row, so two sessions can never claim one number together. On
+PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, and the UPDATE re-checks the
+condition on the row it locked. On SQLite every write transaction runs alone.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def live_hold_until(pool: PoolSettings, now: datetime) -> datetime:
     """End of the hold of a number whose visitor is still on the page.
 
     The next heartbeat is due within one heartbeat interval, so the number stays held for the
-    hold time plus that interval; attribution still counts the hold from the last heartbeat.
+    hold time plus that interval. Attribution still counts the hold from the last heartbeat.
     """
     return now + timedelta(seconds=pool.hold_time + pool.heartbeat_interval)
 
@@ -50,7 +50,7 @@ async def claim_free_number(
             _NUMBER.state == models.NumberState.ACTIVE.value,
             is_free,
         )
-        .order_by(_NUMBER.held_until.asc().nulls_first(), _NUMBER.id)
+        .order_by(_NUMBER.held_until, _NUMBER.id)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -72,7 +72,7 @@ async def claim_reused_number(
             _NUMBER.pool_id == pool.pool_id,
             _NUMBER.state == models.NumberState.ACTIVE.value,
         )
-        .order_by(_NUMBER.held_until.asc().nulls_first(), _NUMBER.id)
+        .order_by(_NUMBER.held_until, _NUMBER.id)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()

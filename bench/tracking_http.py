@@ -1,0 +1,296 @@
+"""Benchmark of the public tracking API: session starts and heartbeats through the full endpoint.
+
+Starts `pbx-bridge serve --no-ari` on 127.0.0.1 with a fresh database (a SQLite file, or a
+throwaway PostgreSQL database), seeds one site with a large pool, and prints:
+  - session starts per second at 200 connections (wrk, closed loop);
+  - latency percentiles at a steady 1,000 starts per second (open loop, this script's own
+    generator, latency measured from each request's scheduled send time);
+  - heartbeats per second at 200 connections (wrk) and their ratio to starts.
+
+Usage: python bench/tracking_http.py [--backend sqlite|postgres|both] [--seconds 10]
+Needs wrk (Debian: apt-get install wrk). Everything runs on loopback and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pbx_bridge.storage import Database  # noqa: E402
+from pbx_bridge.storage.migrations import upgrade  # noqa: E402
+
+import models  # noqa: E402
+
+POSTGRES_ADMIN = os.environ.get("PBX_BRIDGE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+ORIGIN = "https://bench.example"
+SITE_KEY = "bench-site"
+POOL_SIZE = 60_000
+CONNECTIONS = 200
+
+START_LUA = r"""
+local counter = 0
+local prefix = ""
+setup = function(thread)
+  thread:set("prefix", string.format("t%02d", math.random(0, 99)) .. tostring(math.random(100000, 999999)))
+end
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{"site_key":"bench-site","visitor_id":"w%s-%08d","page_url":"https://bench.example/?utm_source=google","utm_source":"google","referrer":"https://www.google.com/"}',
+    prefix, counter)
+  return wrk.format("POST", "/api/v1/track/session", {["Origin"]="https://bench.example", ["Content-Type"]="text/plain"}, body)
+end
+"""
+
+HEARTBEAT_LUA = r"""
+local sessions = {}
+for line in io.lines("%(file)s") do
+  local id, visitor = line:match("(%%d+) (%%S+)")
+  sessions[#sessions + 1] = {id, visitor}
+end
+request = function()
+  local s = sessions[math.random(1, #sessions)]
+  local body = string.format('{"site_key":"bench-site","visitor_id":"%%s","session_id":%%s}', s[2], s[1])
+  return wrk.format("POST", "/api/v1/track/heartbeat", {["Origin"]="https://bench.example", ["Content-Type"]="text/plain"}, body)
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def seed(url: str) -> None:
+    await upgrade(url)
+    database = Database(url)
+    try:
+        async with database.transaction() as session:
+            company = models.Company(name="Bench")
+            session.add(company)
+            await session.flush()
+            google = models.Source(
+                company_id=company.id, name="Google", kind="online", dynamic=True, match_utm_source="google"
+            )
+            session.add(google)
+            await session.flush()
+            site = models.Site(
+                company_id=company.id, name="bench", site_key=SITE_KEY, allowed_origins=[ORIGIN]
+            )
+            session.add(site)
+            await session.flush()
+            pool = models.NumberPool(site_id=site.id, name="main", hold_time=900)
+            session.add(pool)
+            await session.flush()
+            default = models.TrackingNumber(number="+74990000000", company_id=company.id)
+            session.add(default)
+            await session.flush()
+            site.default_number_id = default.id
+            pool_id, company_id = pool.id, company.id
+        rows = [
+            {"number": f"+7495{index:07d}", "company_id": company_id, "mode": "pool", "pool_id": pool_id}
+            for index in range(POOL_SIZE)
+        ]
+        async with database.transaction() as session:
+            await session.execute(models.TrackingNumber.__table__.insert(), rows)
+    finally:
+        await database.close()
+
+
+async def pool_sessions(url: str, limit: int) -> list[tuple[int, str]]:
+    database = Database(url)
+    try:
+        async with database.sessions() as session:
+            rows = await session.execute(
+                models.VisitorSession.__table__.select()
+                .with_only_columns(models.VisitorSession.id, models.VisitorSession.visitor_id)
+                .join(
+                    models.TrackingNumber.__table__,
+                    models.TrackingNumber.held_by_session_id == models.VisitorSession.id,
+                )
+                .limit(limit)
+            )
+            return [(row[0], row[1]) for row in rows]
+    finally:
+        await database.close()
+
+
+def start_server(url: str, port: int, log: Path) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        PBX_BRIDGE_DATABASE_URL=url,
+        PBX_BRIDGE_HTTP_LISTEN=f"127.0.0.1:{port}",
+        PBX_BRIDGE_TRACKING_RATE_LIMIT_PER_MINUTE="0",
+        PBX_BRIDGE_DELIVERY_ENABLED="false",
+        PBX_BRIDGE_LOG_LEVEL="ERROR",
+    )
+    handle = log.open("w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "pbx_bridge", "serve", "--no-ari"],
+        env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+    )
+
+
+async def wait_ready(port: int) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as client:
+        while time.monotonic() < deadline:
+            try:
+                async with client.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("pbx-bridge did not start within 30 s")
+
+
+def run_wrk(port: int, script: str, seconds: int, folder: Path) -> dict[str, float]:
+    path = folder / f"script-{uuid.uuid4().hex[:6]}.lua"
+    path.write_text(script)
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(path), f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
+    factor = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return {"rate": rate, "non_2xx": int(non2xx.group(1)) if non2xx else 0, "p99_ms": float(p99.group(1)) * factor}
+
+
+async def steady_rate(port: int, rate: int, seconds: int) -> dict[str, float]:
+    """Send `rate` starts a second on a fixed schedule and measure each from its send slot."""
+    url = f"http://127.0.0.1:{port}/api/v1/track/session"
+    latencies: list[float] = []
+    errors = 0
+    prefix = uuid.uuid4().hex[:8]
+
+    async def one(index: int, scheduled: float, client: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        body = json.dumps({
+            "site_key": SITE_KEY, "visitor_id": f"s{prefix}-{index:08d}",
+            "page_url": "https://bench.example/?utm_source=google", "utm_source": "google",
+        })
+        try:
+            async with client.post(url, data=body, headers={"Origin": ORIGIN}) as response:
+                await response.read()
+                if response.status != 200:
+                    errors += 1
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            errors += 1
+        latencies.append(time.perf_counter() - scheduled)
+
+    connector = aiohttp.TCPConnector(limit=500)
+    # A server slower than the rate builds a backlog; the timeout bounds the phase's length.
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
+        tasks = []
+        begin = time.perf_counter()
+        for index in range(rate * seconds):
+            scheduled = begin + index / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(index, scheduled, client)))
+        await asyncio.gather(*tasks)
+    latencies.sort()
+
+    def percentile(share: float) -> float:
+        return latencies[min(len(latencies) - 1, int(len(latencies) * share))] * 1000
+
+    return {"p50_ms": percentile(0.50), "p99_ms": percentile(0.99), "max_ms": latencies[-1] * 1000, "errors": errors}
+
+
+async def postgres_database() -> tuple[str, str]:
+    name = f"pbx_bridge_bench_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(POSTGRES_ADMIN.replace("postgresql+asyncpg", "postgresql"), timeout=5)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return POSTGRES_ADMIN.rsplit("/", 1)[0] + "/" + name, name
+
+
+async def drop_postgres(name: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN.replace("postgresql+asyncpg", "postgresql"), timeout=5)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def bench_backend(backend: str, seconds: int, folder: Path) -> dict[str, object]:
+    postgres_name = None
+    if backend == "postgres":
+        url, postgres_name = await postgres_database()
+    else:
+        url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
+    await seed(url)
+    port = free_port()
+    server = start_server(url, port, folder / f"server-{backend}.log")
+    try:
+        await wait_ready(port)
+        starts = await asyncio.to_thread(run_wrk, port, START_LUA, seconds, folder)
+        steady = await steady_rate(port, 1000, seconds)
+        sessions = await pool_sessions(url, 20_000)
+        sessions_file = folder / "sessions.txt"
+        sessions_file.write_text("".join(f"{sid} {vid}\n" for sid, vid in sessions))
+        heartbeats = await asyncio.to_thread(
+            run_wrk, port, HEARTBEAT_LUA % {"file": sessions_file}, seconds, folder
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if postgres_name:
+            await drop_postgres(postgres_name)
+    return {"starts": starts, "steady_1000": steady, "heartbeats": heartbeats}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each phase (default 10)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 1
+
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    print(f"machine: {os.cpu_count()} CPUs; server: one pbx-bridge process; load generator on the same host")
+    for backend in backends:
+        with tempfile.TemporaryDirectory(prefix="pbx-bridge-bench-") as folder:
+            result = asyncio.run(bench_backend(backend, args.seconds, Path(folder)))
+        starts, steady, heartbeats = result["starts"], result["steady_1000"], result["heartbeats"]
+        print(f"\n[{backend}]")
+        print(f"session starts, {CONNECTIONS} connections: {starts['rate']:.0f}/s  p99 {starts['p99_ms']:.1f} ms  non-2xx {starts['non_2xx']}")
+        print(f"steady 1000 starts/s: p50 {steady['p50_ms']:.1f} ms  p99 {steady['p99_ms']:.1f} ms  max {steady['max_ms']:.1f} ms  errors {steady['errors']}")
+        print(f"heartbeats, {CONNECTIONS} connections: {heartbeats['rate']:.0f}/s  p99 {heartbeats['p99_ms']:.1f} ms  non-2xx {heartbeats['non_2xx']}")
+        print(f"heartbeat/start throughput ratio: {heartbeats['rate'] / starts['rate']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
