@@ -372,6 +372,8 @@ class _Loader:
             self.report.created["numbers"] += 1
             return
 
+        # NOTE: a pool number moved to a source or to another pool keeps its lease history and
+        # any current hold, so the leasing code must check the number's pool and state.
         previous = _describe_binding(row)
         previous_company = row.company.name
         was_retired = row.state == NumberState.RETIRED.value
