@@ -108,14 +108,16 @@ class ServeProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
-async def start_serve(config_path: Path, fake: FakeAsterisk, tmp_path: Path) -> ServeProcess:
+async def start_serve(
+    config_path: Path, fake: FakeAsterisk, tmp_path: Path, log_level: str = "DEBUG"
+) -> ServeProcess:
     log_path = tmp_path / "serve.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PBX_BRIDGE_CONFIG", None)
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pbx_bridge", "--config", str(config_path), "serve",
-            "--log-level", "DEBUG", stdout=log_file, stderr=log_file, env=env,
+            "--log-level", log_level, stdout=log_file, stderr=log_file, env=env,
         )
     serve = ServeProcess(process, log_path)
     await fake.wait_for(lambda: fake.websocket_count > 0, timeout=20)

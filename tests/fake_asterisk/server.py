@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +30,8 @@ class RecordedRequest:
     path: str
     params: dict[str, Any]
     status: int
+    # Wall-clock time (time.time()) the fake answered, for reaction-time benchmarks.
+    at: float = field(default_factory=time.time)
 
     @property
     def rest(self) -> str:

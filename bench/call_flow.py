@@ -1,0 +1,179 @@
+"""Benchmark of the call flow: CPU time per call and event-to-REST reaction times.
+
+Runs `pbx-bridge serve` as a child process against the fake Asterisk of the test tree, keeps
+`--in-flight` calls up at once until `--calls` calls are done, and prints:
+
+- the serve process's CPU time (user + system) per complete call;
+- the time from a websocket event sent by the fake to pbx-bridge's REST reaction, p50 and p99,
+  for StasisStart -> ring, leg StasisStart -> dial, Dial ANSWER -> answer.
+
+Both processes share this machine, so the figures include the fake's own load.
+
+    python bench/call_flow.py --database sqlite --calls 1000 --in-flight 200
+    python bench/call_flow.py --database postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import func, select  # noqa: E402
+
+from models import Call, Company, Destination, Source, TrackingNumber  # noqa: E402
+from pbx_bridge.storage import Database  # noqa: E402
+from pbx_bridge.storage.migrations import upgrade  # noqa: E402
+from tests.calls.conftest import ARI_PASSWORD, ARI_USER, start_serve, write_config  # noqa: E402
+from tests.fake_asterisk import Answer, FakeAsterisk  # noqa: E402
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--calls", type=int, default=1000, help="calls in total (default 1000)")
+    parser.add_argument("--in-flight", type=int, default=200, help="calls up at once (default 200)")
+    args = parser.parse_args()
+
+    backends = ["sqlite", "postgres"] if args.database == "both" else [args.database]
+    for backend in backends:
+        with tempfile.TemporaryDirectory() as folder:
+            url, cleanup = await _database(backend, Path(folder))
+            try:
+                await _run(backend, url, Path(folder), args.calls, args.in_flight)
+            finally:
+                await cleanup()
+
+
+async def _database(backend: str, folder: Path):
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
+
+        async def nothing() -> None:
+            return None
+
+        await upgrade(url)
+        return url, nothing
+
+    import asyncpg
+
+    name = f"pbx_bridge_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    await upgrade(url)
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(POSTGRES_ADMIN)
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.close()
+
+    return url, drop
+
+
+async def _seed(database: Database) -> None:
+    async with database.transaction() as session:
+        company = Company(name="Bench", ring_timeout=20)
+        company.destinations = [Destination(position=1, endpoint="PJSIP/office")]
+        session.add(company)
+        await session.flush()
+        source = Source(company_id=company.id, name="Bench source")
+        session.add(source)
+        await session.flush()
+        session.add(TrackingNumber(number="+74951110001", company_id=company.id, source_id=source.id))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def _run(backend: str, url: str, folder: Path, calls: int, in_flight: int) -> None:
+    database = Database(url)
+    await _seed(database)
+    fake = FakeAsterisk(app="calltracking", username=ARI_USER, password=ARI_PASSWORD)
+    await fake.start()
+    fake.script_endpoint("PJSIP/office", Answer(after=0.5, hangup_after=1.0))
+    serve = await start_serve(
+        write_config(folder / "bench.toml", url, fake.url), fake, folder, log_level="WARNING"
+    )
+    try:
+        pid = serve.process.pid
+        cpu_before = _cpu_seconds(pid)
+        started = time.monotonic()
+        limit = asyncio.Semaphore(in_flight)
+
+        async def one_call(index: int) -> None:
+            async with limit:
+                call = await fake.incoming_call("74951110001", caller_number=f"+7916{index:07d}")
+                await fake.wait_for(lambda: not fake.channel_exists(call.channel_id), timeout=120)
+
+        await asyncio.gather(*(one_call(index) for index in range(calls)))
+        await _wait_journal(database, calls)
+        elapsed = time.monotonic() - started
+        cpu = _cpu_seconds(pid) - cpu_before
+    finally:
+        await serve.stop()
+        await fake.stop()
+        await database.close()
+
+    print(f"\n== {backend}: {calls} calls, {in_flight} in flight, {elapsed:.1f} s wall")
+    print(f"serve CPU: {cpu:.2f} s in total, {cpu / calls * 1000:.2f} ms per call (goal <= 3 ms)")
+    for label, latencies in _reactions(fake).items():
+        if not latencies:
+            continue
+        latencies.sort()
+        p50 = statistics.median(latencies) * 1000
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+        print(f"{label:32s} n={len(latencies):5d}  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms (goal p99 < 20 ms)")
+
+
+async def _wait_journal(database: Database, calls: int) -> None:
+    for _ in range(600):
+        async with database.sessions() as session:
+            done = await session.scalar(select(func.count()).select_from(Call).where(Call.ended_at.is_not(None)))
+        if done >= calls:
+            return
+        await asyncio.sleep(0.1)
+    raise SystemExit(f"only {done} of {calls} journal rows completed")
+
+
+def _reactions(fake: FakeAsterisk) -> dict[str, list[float]]:
+    first_request: dict[tuple[str, str], float] = {}
+    for request in fake.requests:
+        first_request.setdefault((request.method, request.path), request.at)
+
+    pairs = {"StasisStart -> ring": [], "leg StasisStart -> dial": [], "Dial ANSWER -> answer": []}
+    for event in fake.events:
+        sent = datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+        if event["type"] == "StasisStart":
+            channel = event["channel"]["id"]
+            if event.get("args", [""])[0] == "outbound":
+                key, label = ("POST", f"/channels/{channel}/dial"), "leg StasisStart -> dial"
+            else:
+                key, label = ("POST", f"/channels/{channel}/ring"), "StasisStart -> ring"
+        elif event["type"] == "Dial" and event.get("dialstatus") == "ANSWER":
+            caller = event["peer"]["id"].rsplit("-", 1)[0]
+            key, label = ("POST", f"/channels/{caller}/answer"), "Dial ANSWER -> answer"
+        else:
+            continue
+        if key in first_request:
+            pairs[label].append(max(0.0, first_request[key] - sent))
+    return pairs
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

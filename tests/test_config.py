@@ -1,0 +1,130 @@
+from pathlib import Path
+
+import pytest
+
+from pbx_bridge.cli import main
+from pbx_bridge.config import ConfigError, load_config, masked
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pbx-bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_without_file():
+    config = load_config(environ={})
+
+    assert config.database.url == "sqlite+aiosqlite:///pbx-bridge.db"
+    assert config.ari.url == "http://127.0.0.1:8088"
+    assert config.http.listen == "127.0.0.1:8080"
+    assert config.http_port == 8080
+
+
+def test_file_values_override_defaults(tmp_path):
+    path = write(tmp_path, '[ari]\nurl = "http://10.0.0.5:8088"\napp = "ct"\n[calls]\nring_timeout = 30\n')
+
+    config = load_config(path, environ={})
+
+    assert config.ari.url == "http://10.0.0.5:8088"
+    assert config.ari.app == "ct"
+    assert config.calls.ring_timeout == 30
+
+
+def test_environment_overrides_file(tmp_path):
+    path = write(tmp_path, '[ari]\npassword = "from-file"\n')
+
+    config = load_config(path, environ={"PBX_BRIDGE_ARI_PASSWORD": "from-env", "PBX_BRIDGE_CALLS_RING_TIMEOUT": "25"})
+
+    assert config.ari.password == "from-env"
+    assert config.calls.ring_timeout == 25
+
+
+def test_config_path_from_environment(tmp_path):
+    path = write(tmp_path, '[http]\nlisten = "127.0.0.1:9090"\n')
+
+    config = load_config(environ={"PBX_BRIDGE_CONFIG": str(path)})
+
+    assert config.http_port == 9090
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[ari]\nurl = 5\n', "ari.url must be a string, got an integer 5"),
+        ('[ari]\nuser = "x"\n', "unknown key ari.user"),
+        ('[telephony]\nx = 1\n', "unknown section [telephony]"),
+        ('[ari\nurl = "x"\n', "malformed TOML"),
+        ('[calls]\nring_timeout = true\n', "calls.ring_timeout must be an integer, got a boolean"),
+        ('[log]\nformat = "xml"\n', "log.format is 'xml'; expected one of human, json"),
+        ('[http]\nlisten = "localhost"\n', "http.listen is 'localhost'; expected HOST:PORT"),
+    ],
+)
+def test_invalid_file_names_key_and_expectation(tmp_path, text, message):
+    path = write(tmp_path, text)
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+
+    assert str(raised.value).startswith(str(path))
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_invalid_environment_value_names_variable():
+    with pytest.raises(ConfigError) as raised:
+        load_config(environ={"PBX_BRIDGE_ARI_REQUEST_TIMEOUT": "soon"})
+
+    assert str(raised.value) == "environment PBX_BRIDGE_ARI_REQUEST_TIMEOUT must be a number, got 'soon'"
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(ConfigError) as raised:
+        load_config(tmp_path / "absent.toml", environ={})
+
+    assert "configuration file not found" in str(raised.value)
+
+
+def test_masked_hides_secrets():
+    config = load_config(
+        environ={
+            "PBX_BRIDGE_ARI_PASSWORD": "ari-secret",
+            "PBX_BRIDGE_DATABASE_URL": "postgresql+asyncpg://ct:db-secret@db/ct",
+        }
+    )
+
+    shown = masked(config)
+
+    assert shown["ari"]["password"] == "********"
+    assert shown["database"]["url"] == "postgresql+asyncpg://ct:********@db/ct"
+    assert "ari-secret" not in repr(shown)
+    assert "db-secret" not in repr(shown)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['[ari]\nurl = 5\n', '[ari]\nuser = "x"\n', '[ari\nurl = "x"\n'],
+)
+def test_cli_exits_2_with_one_line(tmp_path, capsys, text):
+    path = write(tmp_path, text)
+
+    status = main(["--config", str(path), "config", "show"])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1
+    assert err.startswith(f"pbx-bridge: {path}")
+    assert "Traceback" not in err
+
+
+def test_config_show_prints_masked_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PBX_BRIDGE_ARI_PASSWORD", "ari-secret")
+    path = write(tmp_path, '[ari]\nusername = "ct"\n')
+
+    status = main(["--config", str(path), "config", "show"])
+
+    out = capsys.readouterr().out
+    assert status == 0
+    assert '"username": "ct"' in out
+    assert "ari-secret" not in out
+    assert '"password": "********"' in out

@@ -1,0 +1,111 @@
+"""`pbx-bridge serve` as an operator runs it: health endpoints, log formats, clean shutdown."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+
+import aiohttp
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def start(tmp_path, *args, extra_env=None):
+    port = free_port()
+    env = {
+        **os.environ,
+        "PBX_BRIDGE_HTTP_LISTEN": f"127.0.0.1:{port}",
+        # A closed port: ARI stays disconnected, which /readyz must report.
+        "PBX_BRIDGE_ARI_URL": f"http://127.0.0.1:{free_port()}",
+        "PBX_BRIDGE_ARI_PASSWORD": "very-secret-ari",
+        **(extra_env or {}),
+    }
+    env.pop("PBX_BRIDGE_CONFIG", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pbx_bridge", "serve", *args,
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as client:
+        for _ in range(200):
+            try:
+                async with client.get(base + "/healthz") as response:
+                    if response.status == 200:
+                        return process, base
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    process.kill()
+    raise AssertionError("serve did not answer /healthz: " + (await process.stderr.read()).decode())
+
+
+async def stop(process) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    return process.returncode, stderr.decode()
+
+
+async def get_json(url):
+    async with aiohttp.ClientSession() as client, client.get(url) as response:
+        return response.status, await response.json()
+
+
+async def test_serve_on_sqlite_answers_health(tmp_path):
+    process, base = await start(tmp_path)
+
+    health_status, health = await get_json(base + "/healthz")
+    ready_status, ready = await get_json(base + "/readyz")
+    code, log = await stop(process)
+
+    assert health_status == 200
+    assert health == {"status": "ok"}
+    assert ready_status == 200
+    assert ready["database"] is True
+    assert ready["ari"] == {"enabled": True, "connected": False}
+    assert (tmp_path / "pbx-bridge.db").exists()
+    assert code == 0
+    assert "stopped" in log
+    assert "very-secret-ari" not in log
+
+
+async def test_serve_logs_json_lines(tmp_path):
+    process, _ = await start(tmp_path, "--log-format", "json", "--no-ari")
+
+    code, log = await stop(process)
+
+    entries = [json.loads(line) for line in log.splitlines() if line.strip()]
+    assert code == 0
+    assert entries
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+    assert any(entry["message"] == "pbx-bridge stopped" for entry in entries)
+
+
+async def test_readyz_without_ari_worker(tmp_path):
+    process, base = await start(tmp_path, "--no-ari")
+
+    status, ready = await get_json(base + "/readyz")
+    await stop(process)
+
+    assert status == 200
+    assert ready["ari"] == {"enabled": False, "connected": False}
+
+
+async def test_readyz_unavailable_when_database_is_down(tmp_path):
+    process, base = await start(
+        tmp_path, "--no-ari",
+        extra_env={"PBX_BRIDGE_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none",
+                   "PBX_BRIDGE_DATABASE_AUTO_UPGRADE": "false"},
+    )
+
+    status, ready = await get_json(base + "/readyz")
+    await stop(process)
+
+    assert status == 503
+    assert ready["database"] is False
