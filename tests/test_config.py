@@ -78,6 +78,19 @@ def test_invalid_environment_value_names_variable():
     assert str(raised.value) == "environment PBX_BRIDGE_ARI_REQUEST_TIMEOUT must be a number, got 'soon'"
 
 
+def test_non_utf8_file_is_malformed(tmp_path, capsys):
+    path = tmp_path / "pbx-bridge.toml"
+    path.write_bytes(b'[ari]\nurl = "\xff\xfe"\n')
+
+    status = main(["--config", str(path), "config", "show"])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1
+    assert err.startswith(f"pbx-bridge: {path}: malformed TOML")
+    assert "UTF-8" in err
+
+
 def test_missing_file_is_reported(tmp_path):
     with pytest.raises(ConfigError) as raised:
         load_config(tmp_path / "absent.toml", environ={})
