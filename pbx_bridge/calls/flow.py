@@ -7,7 +7,6 @@ websocket frames or speaks SQL.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 from models import HangupSide, Outcome, RecordingState
 from pbx_bridge.ari import AriClient, AriError, NotFound
-from pbx_bridge.calls.journal import CallEnd, CallStart, Journal
+from pbx_bridge.calls.journal import CallEnd, CallStart, Journal, RecordingEnd, RecordingStart
 from pbx_bridge.calls.routing import Destination, Route
 from pbx_bridge.config import Config
 from pbx_bridge.phones import parse_caller_id
@@ -107,7 +106,10 @@ class CallFlow:
         self.route: Route | None = None
         self.call_id: int | None = None
         self.recording_name: str | None = None
-        self.recording_done = asyncio.Event()
+        # Set once Asterisk reported how the recording ended (or it never started).
+        self.recording_end: RecordingEnd | None = None
+        # The journal's final write waits for the recording to end, so that one write does both.
+        self.pending_end: CallEnd | None = None
         self.caller_in_stasis = True
         self.missing_args = not args
         # First hangup cause Asterisk reported per channel: (cause, text).
@@ -290,47 +292,45 @@ class CallFlow:
             # One side hung up meanwhile; its StasisEnd is queued behind this event and ends the call.
             log.info("call %s: a leg left before it could be bridged", self.channel_id)
             return
-        await self._start_recording()
+        recording = await self._start_recording()
         await self.journal.answered(
             self.call_id, at=at, endpoint=leg.destination.endpoint,
             outbound_channel_id=leg.channel_id, attempts=list(self.state.attempts),
+            recording=recording,
         )
 
-    async def _start_recording(self) -> None:
+    async def _start_recording(self) -> RecordingStart | None:
+        """Ask Asterisk to record the bridge; a failure is journaled and the call goes on."""
         recording = self.config.recording
         if not (recording.enabled and self.route and self.route.record):
-            self.recording_done.set()
-            return
+            return None
         name = recording.name_template.format(
             date=self.state.started_at.strftime("%Y/%m/%d"), call_id=self.channel_id
         )
         self.recording_name = name
         self.registry.bind_recording(name, self)
-        error = None
         try:
             await self.ari.record_bridge(self.bridge_id, name=name, format=recording.format, if_exists="fail")
         except AriError as failure:
             error = f"recording did not start: {failure}"
             log.warning("call %s: %s", self.channel_id, error)
-            self.recording_done.set()
-        await self.journal.recording_started(
-            self.call_id, name=name, format=recording.format, at=now_utc(), error=error
-        )
+            self.recording_end = RecordingEnd(RecordingState.FAILED, error=error)
+            return RecordingStart(name, recording.format, now_utc(), error=error)
+        return RecordingStart(name, recording.format, now_utc())
 
     async def _on_recording(self, event: dict[str, Any]) -> None:
-        recording = event.get("recording") or {}
-        kind = event["type"]
-        if kind == "RecordingStarted":
-            await self.journal.recording_changed(self.call_id, state=RecordingState.RECORDING)
+        if self.recording_end is not None:
             return
-        if kind == "RecordingFinished":
-            await self.journal.recording_changed(
-                self.call_id, state=RecordingState.DONE, duration=recording.get("duration")
-            )
-        else:
+        recording = event.get("recording") or {}
+        if event["type"] == "RecordingFinished":
+            self.recording_end = RecordingEnd(RecordingState.DONE, recording.get("duration"))
+        elif event["type"] == "RecordingFailed":
             cause = recording.get("cause") or "Asterisk reported RecordingFailed"
-            await self.journal.recording_changed(self.call_id, state=RecordingState.FAILED, error=cause)
-        self.recording_done.set()
+            log.warning("call %s: recording failed: %s", self.channel_id, cause)
+            self.recording_end = RecordingEnd(RecordingState.FAILED, error=cause)
+        else:
+            return
+        await self._write_end()
 
     # Hangups ------------------------------------------------------------------------------
 
@@ -432,8 +432,8 @@ class CallFlow:
             error=state.error,
             tags=tuple(sorted(state.tags)),
         )
-        if self.call_id is not None:
-            await self.journal.finish(self.call_id, end)
+        self.pending_end = end
+        await self._write_end()
         log.info(
             "call %s: ended %s, %s hung up, wait %.1f s, talk %.1f s",
             self.channel_id, outcome.value, side.value, end.wait_seconds, end.talk_seconds or 0.0,
@@ -450,25 +450,32 @@ class CallFlow:
         if self.caller_in_stasis:
             await self._ignore_gone(self.ari.hangup(self.channel_id))
             self.caller_in_stasis = False
-        if self.recording_name is not None and not self.recording_done.is_set():
+        if self.recording_pending:
             await self._ignore_gone(self.ari.stop_recording(self.recording_name))
         if self.bridge_created:
             await self._ignore_gone(self.ari.destroy_bridge(self.bridge_id))
 
     @property
     def recording_pending(self) -> bool:
-        """True while the journal still waits for Asterisk's RecordingFinished."""
-        return self.recording_name is not None and not self.recording_done.is_set()
+        """True while Asterisk has not yet reported how the recording ended."""
+        return self.recording_name is not None and self.recording_end is None
+
+    async def _write_end(self) -> None:
+        """Complete the journal row once both the call and its recording have ended."""
+        if self.pending_end is None or self.recording_pending or self.call_id is None:
+            return
+        end, self.pending_end = self.pending_end, None
+        await self.journal.finish(self.call_id, end, self.recording_end)
 
     async def recording_timed_out(self) -> None:
-        """Complete the recording row from the call's own clock when RecordingFinished never came."""
+        """Complete the row with the call's own clock when RecordingFinished never came."""
         log.warning("call %s: no RecordingFinished from Asterisk; duration taken from the call", self.channel_id)
-        self.recording_done.set()
         state = self.state
-        talk = None
+        duration = None
         if state.answered_at and state.ended_at:
-            talk = int((state.ended_at - state.answered_at).total_seconds())
-        await self.journal.recording_changed(self.call_id, state=RecordingState.DONE, duration=talk)
+            duration = int((state.ended_at - state.answered_at).total_seconds())
+        self.recording_end = RecordingEnd(RecordingState.DONE, duration)
+        await self._write_end()
 
     # Reconnect ----------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """The call journal: one row per call, opened at once and completed as the call goes on.
 
-Each method is one short transaction, so a crash at any point still leaves the row as far as the
-call got. Deliveries to webhooks and analytics are written to the outbox in the same transaction.
+A call costs three short transactions: the row is opened when the call arrives, updated when a
+destination answers (with the recording's row) and completed when the call and its recording
+have ended. A crash at any point leaves the row as far as the call got. Deliveries to webhooks
+and analytics go to the outbox in the same transaction as the change they report.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Call, Recording, RecordingState
-from pbx_bridge.calls.routing import Route, resolve_route
+from pbx_bridge.calls.routing import Route, Router
 from pbx_bridge.config import CallsConfig
+from pbx_bridge.delivery.outbox import enqueue_call_event
 from pbx_bridge.storage import Database
 
 log = logging.getLogger("pbx_bridge.calls")
@@ -35,6 +39,22 @@ class CallStart:
     caller_number: str | None
     caller_name: str | None
     started_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordingStart:
+    name: str
+    format: str
+    started_at: datetime
+    # Why Asterisk did not start the recording; None when it did.
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordingEnd:
+    state: RecordingState
+    duration_seconds: int | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +77,11 @@ class CallEnd:
 class Journal:
     def __init__(self, database: Database, calls: CallsConfig) -> None:
         self.database = database
-        self.calls = calls
+        self.router = Router(calls)
+        # Rows of calls in progress, kept detached between transactions so that an update
+        # needs no SELECT first.
+        self._rows: dict[int, Call] = {}
+        self._recordings: dict[int, Recording] = {}
 
     async def open(self, start: CallStart) -> tuple[int, Route]:
         """Resolve the call's route and insert its row; return the row id and the route."""
@@ -76,7 +100,7 @@ class Journal:
 
     async def _open_once(self, start: CallStart) -> tuple[int, Route]:
         async with self.database.transaction() as session:
-            route = await resolve_route(session, start.dialed_raw, start.started_at, self.calls)
+            route = await self.router.resolve(session, start.dialed_raw, start.started_at)
             first_time = None
             if start.caller_number is not None and route.company_id is not None:
                 earlier = await session.scalar(
@@ -91,7 +115,7 @@ class Journal:
                 linkedid=start.linkedid,
                 caller_number=start.caller_number,
                 caller_raw=start.caller_raw[:200],
-                caller_name=(start.caller_name or None) and start.caller_name[:200],
+                caller_name=start.caller_name[:200] if start.caller_name else None,
                 dialed_number=route.dialed_number,
                 dialed_raw=start.dialed_raw[:200],
                 company_id=route.company_id,
@@ -106,54 +130,50 @@ class Journal:
             )
             session.add(call)
             await session.flush()
-            await _enqueue(session, call, "call.started")
-            return call.id, route
+            await enqueue_call_event(session, call, "call.started")
+        self._rows[call.id] = call
+        return call.id, route
 
     async def answered(
-        self, call_id: int, *, at: datetime, endpoint: str, outbound_channel_id: str,
+        self,
+        call_id: int,
+        *,
+        at: datetime,
+        endpoint: str,
+        outbound_channel_id: str,
         attempts: list[dict[str, Any]],
+        recording: RecordingStart | None,
     ) -> None:
         async with self.database.transaction() as session:
-            call = await session.get(Call, call_id)
-            if call is None:
-                return
+            call = await self._attach(session, call_id)
             call.answered_at = at
             call.answered_by = endpoint
             call.outbound_channel_id = outbound_channel_id
-            call.attempts = attempts
-            await _enqueue(session, call, "call.answered")
-
-    async def recording_started(
-        self, call_id: int, *, name: str, format: str, at: datetime, error: str | None
-    ) -> None:
-        state = RecordingState.FAILED if error else RecordingState.QUEUED
-        async with self.database.transaction() as session:
-            session.add(
-                Recording(
-                    call_id=call_id, name=name, format=format, state=state.value,
-                    error=error, started_at=at,
+            call.attempts = list(attempts)
+            if recording is not None:
+                row = Recording(
+                    call_id=call_id,
+                    name=recording.name,
+                    format=recording.format,
+                    state=(RecordingState.FAILED if recording.error else RecordingState.QUEUED).value,
+                    error=recording.error,
+                    started_at=recording.started_at,
                 )
-            )
+                session.add(row)
+                self._recordings[call_id] = row
+            await enqueue_call_event(session, call, "call.answered")
 
-    async def recording_changed(
-        self, call_id: int, *, state: RecordingState, duration: int | None = None,
-        error: str | None = None,
-    ) -> None:
-        values: dict[str, Any] = {"state": state.value}
-        if duration is not None:
-            values["duration_seconds"] = duration
-        if error is not None:
-            values["error"] = error
-        async with self.database.transaction() as session:
-            await session.execute(
-                update(Recording).where(Recording.call_id == call_id).values(**values)
-            )
+    async def finish(self, call_id: int, end: CallEnd, recording: RecordingEnd | None) -> None:
+        """Complete the row, and the recording's row when the call had one."""
+        try:
+            await self._finish_once(call_id, end, recording)
+        finally:
+            self._rows.pop(call_id, None)
+            self._recordings.pop(call_id, None)
 
-    async def finish(self, call_id: int, end: CallEnd) -> None:
+    async def _finish_once(self, call_id: int, end: CallEnd, recording: RecordingEnd | None) -> None:
         async with self.database.transaction() as session:
-            call = await session.get(Call, call_id)
-            if call is None:
-                return
+            call = await self._attach(session, call_id)
             call.outcome = end.outcome
             call.ended_at = end.ended_at
             call.wait_seconds = round(end.wait_seconds, 3)
@@ -161,7 +181,7 @@ class Journal:
             call.hangup_cause = end.hangup_cause
             call.hangup_cause_text = end.hangup_cause_text
             call.hangup_side = end.hangup_side
-            call.attempts = end.attempts
+            call.attempts = list(end.attempts)
             if end.answered_at is not None:
                 call.answered_at = end.answered_at
                 call.answered_by = end.answered_by
@@ -170,10 +190,23 @@ class Journal:
                 call.error = end.error[:2000]
             if end.tags:
                 call.tags = sorted({*call.tags, *end.tags})
-            await _enqueue(session, call, "call.ended")
+            row = self._recordings.get(call_id)
+            if recording is not None and row is not None and row.state != RecordingState.FAILED.value:
+                session.add(row)
+                row.state = recording.state.value
+                row.duration_seconds = recording.duration_seconds
+                if recording.error:
+                    row.error = recording.error[:2000]
+            await enqueue_call_event(session, call, "call.ended")
 
-
-async def _enqueue(session: Any, call: Call, event: str) -> None:
-    from pbx_bridge.delivery.outbox import enqueue_call_event
-
-    await enqueue_call_event(session, call, event)
+    async def _attach(self, session: AsyncSession, call_id: int) -> Call:
+        """Return the call's row in `session`, re-attached without a SELECT when it is at hand."""
+        call = self._rows.get(call_id)
+        if call is None:
+            call = await session.get(Call, call_id)
+            if call is None:
+                raise LookupError(f"journal row {call_id} not found")
+            self._rows[call_id] = call
+            return call
+        session.add(call)
+        return call

@@ -1,7 +1,8 @@
-"""Where a dialed number goes: its company's hunt list and the call's attribution."""
+"""Routing of a dialed number: its company's hunt list and the call's attribution."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import selectinload
 from models import Attribution, Company, NumberMode, NumberState, Site, TrackingNumber
 from pbx_bridge.config import CallsConfig
 from pbx_bridge.phones import InvalidNumber, to_e164
+from pbx_bridge.tracking.attribution import attribute_pool_call
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class Destination:
 
 @dataclass(frozen=True)
 class Route:
-    """The answer for one inbound call: what to dial, in order, and whom the call is attributed to."""
+    """What to dial for one inbound call, in order, and whom the call is attributed to."""
 
     dialed_number: str | None
     attribution: Attribution
@@ -35,63 +37,110 @@ class Route:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-async def resolve_route(
-    session: AsyncSession, dialed_raw: str, at: datetime, calls: CallsConfig
-) -> Route:
-    """Find the tracking number behind `dialed_raw` and the destinations to try."""
-    try:
-        dialed = to_e164(dialed_raw, calls.default_region)
-    except InvalidNumber:
-        dialed = None
+@dataclass(frozen=True)
+class _NumberSettings:
+    """What the database says about one tracking number, apart from pool attribution."""
 
-    number = None
-    if dialed is not None:
-        number = await session.scalar(
-            select(TrackingNumber)
-            .where(TrackingNumber.number == dialed)
-            .options(selectinload(TrackingNumber.company).selectinload(Company.destinations))
+    number_id: int
+    pool_id: int | None
+    company_id: int
+    destinations: tuple[Destination, ...]
+    record: bool
+    attribution: Attribution
+    source_id: int | None
+    retired: bool
+
+
+class Router:
+    """Resolves dialed numbers to routes, keeping number settings for `calls.route_cache_seconds`.
+
+    The cache spares every call the same three look-ups; a change made by `pbx-bridge load` or
+    the admin API reaches running calls within that many seconds. Pool attribution is never
+    cached: it depends on the moment of the call.
+    """
+
+    def __init__(self, calls: CallsConfig) -> None:
+        self.calls = calls
+        self._cache: dict[str, tuple[float, _NumberSettings | None]] = {}
+
+    async def resolve(self, session: AsyncSession, dialed_raw: str, at: datetime) -> Route:
+        try:
+            dialed = to_e164(dialed_raw, self.calls.default_region)
+        except InvalidNumber:
+            return self._unknown_number_route(None)
+
+        settings = await self._settings(session, dialed)
+        if settings is None:
+            return self._unknown_number_route(dialed)
+
+        attribution, source_id, session_id = settings.attribution, settings.source_id, None
+        if settings.pool_id is not None:
+            result = await attribute_pool_call(
+                session, TrackingNumber(id=settings.number_id, pool_id=settings.pool_id), at
+            )
+            attribution, source_id, session_id = result.kind, result.source_id, result.session_id
+        return Route(
+            dialed_number=dialed,
+            attribution=attribution,
+            destinations=settings.destinations or self._default_destinations(),
+            company_id=settings.company_id,
+            tracking_number_id=settings.number_id,
+            source_id=source_id,
+            session_id=session_id,
+            record=settings.record,
+            tags=("retired-number",) if settings.retired else (),
         )
+
+    async def _settings(self, session: AsyncSession, dialed: str) -> _NumberSettings | None:
+        now = time.monotonic()
+        cached = self._cache.get(dialed)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        settings = await _load_settings(session, dialed)
+        if self.calls.route_cache_seconds > 0:
+            self._cache[dialed] = (now + self.calls.route_cache_seconds, settings)
+        return settings
+
+    def _default_destinations(self) -> tuple[Destination, ...]:
+        if not self.calls.default_destination:
+            return ()
+        return (Destination(self.calls.default_destination, self.calls.ring_timeout),)
+
+    def _unknown_number_route(self, dialed: str | None) -> Route:
+        return Route(
+            dialed_number=dialed,
+            attribution=Attribution.UNKNOWN_NUMBER,
+            destinations=self._default_destinations(),
+        )
+
+
+async def _load_settings(session: AsyncSession, dialed: str) -> _NumberSettings | None:
+    number = await session.scalar(
+        select(TrackingNumber)
+        .where(TrackingNumber.number == dialed)
+        .options(selectinload(TrackingNumber.company).selectinload(Company.destinations))
+    )
     if number is None:
-        return _unknown_number_route(dialed, calls)
+        return None
 
     company = number.company
-    destinations = tuple(
-        Destination(d.endpoint, d.ring_timeout or company.ring_timeout) for d in company.destinations
-    )
-    if not destinations and calls.default_destination:
-        destinations = (Destination(calls.default_destination, calls.ring_timeout),)
-    tags = ("retired-number",) if number.state == NumberState.RETIRED.value else ()
-    attribution, source_id, session_id = await _attribute(session, number, at)
-    return Route(
-        dialed_number=dialed,
-        attribution=attribution,
-        destinations=destinations,
-        company_id=company.id,
-        tracking_number_id=number.id,
-        source_id=source_id,
-        session_id=session_id,
-        record=company.recording,
-        tags=tags,
-    )
-
-
-def _unknown_number_route(dialed: str | None, calls: CallsConfig) -> Route:
-    destinations = ()
-    if calls.default_destination:
-        destinations = (Destination(calls.default_destination, calls.ring_timeout),)
-    return Route(dialed_number=dialed, attribution=Attribution.UNKNOWN_NUMBER, destinations=destinations)
-
-
-async def _attribute(
-    session: AsyncSession, number: TrackingNumber, at: datetime
-) -> tuple[Attribution, int | None, int | None]:
+    attribution, source_id = Attribution.STATIC, number.source_id
     if number.mode == NumberMode.POOL.value:
-        from pbx_bridge.tracking.attribution import attribute_pool_call
-
-        result = await attribute_pool_call(session, number, at)
-        return result.kind, result.source_id, result.session_id
-
-    site = await session.scalar(select(Site).where(Site.default_number_id == number.id).limit(1))
-    if site is not None:
-        return Attribution.DEFAULT, number.source_id or site.default_source_id, None
-    return Attribution.STATIC, number.source_id, None
+        attribution = Attribution.POOL_UNMATCHED
+    else:
+        site = await session.scalar(select(Site).where(Site.default_number_id == number.id).limit(1))
+        if site is not None:
+            attribution, source_id = Attribution.DEFAULT, number.source_id or site.default_source_id
+    return _NumberSettings(
+        number_id=number.id,
+        pool_id=number.pool_id if number.mode == NumberMode.POOL.value else None,
+        company_id=company.id,
+        destinations=tuple(
+            Destination(d.endpoint, d.ring_timeout or company.ring_timeout)
+            for d in company.destinations
+        ),
+        record=company.recording,
+        attribution=attribution,
+        source_id=source_id,
+        retired=number.state == NumberState.RETIRED.value,
+    )
