@@ -1,7 +1,8 @@
 """Benchmark of the call flow: CPU time per call and event-to-REST reaction times.
 
-Runs `pbx-bridge serve` as a child process against the fake Asterisk of the test tree, keeps
-`--in-flight` calls up at once until `--calls` calls are done, and prints:
+Runs `pbx-bridge serve` as a child process against the fake Asterisk of the test tree and
+places `--calls` calls at a steady rate chosen so that about `--in-flight` calls are up at once
+(each call rings 1 s and talks 1 s), then prints:
 
 - the serve process's CPU time (user + system) per complete call;
 - the time from a websocket event sent by the fake to pbx-bridge's REST reaction, p50 and p99,
@@ -38,6 +39,8 @@ from tests.fake_asterisk import Answer, FakeAsterisk  # noqa: E402
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RING_SECONDS = 1.0
+TALK_SECONDS = 1.0
 
 
 async def main() -> None:
@@ -106,7 +109,7 @@ async def _run(backend: str, url: str, folder: Path, calls: int, in_flight: int)
     await _seed(database)
     fake = FakeAsterisk(app="calltracking", username=ARI_USER, password=ARI_PASSWORD)
     await fake.start()
-    fake.script_endpoint("PJSIP/office", Answer(after=0.5, hangup_after=1.0))
+    fake.script_endpoint("PJSIP/office", Answer(after=RING_SECONDS, hangup_after=TALK_SECONDS))
     serve = await start_serve(
         write_config(folder / "bench.toml", url, fake.url), fake, folder, log_level="WARNING"
     )
@@ -114,12 +117,13 @@ async def _run(backend: str, url: str, folder: Path, calls: int, in_flight: int)
         pid = serve.process.pid
         cpu_before = _cpu_seconds(pid)
         started = time.monotonic()
-        limit = asyncio.Semaphore(in_flight)
+        # Arrivals spread evenly, as real traffic comes, rather than in one burst.
+        interval = (RING_SECONDS + TALK_SECONDS) / in_flight
 
         async def one_call(index: int) -> None:
-            async with limit:
-                call = await fake.incoming_call("74951110001", caller_number=f"+7916{index:07d}")
-                await fake.wait_for(lambda: not fake.channel_exists(call.channel_id), timeout=120)
+            await asyncio.sleep(index * interval)
+            call = await fake.incoming_call("74951110001", caller_number=f"+7916{index:07d}")
+            await fake.wait_for(lambda: not fake.channel_exists(call.channel_id), timeout=120)
 
         await asyncio.gather(*(one_call(index) for index in range(calls)))
         await _wait_journal(database, calls)
@@ -132,6 +136,7 @@ async def _run(backend: str, url: str, folder: Path, calls: int, in_flight: int)
 
     print(f"\n== {backend}: {calls} calls, {in_flight} in flight, {elapsed:.1f} s wall")
     print(f"serve CPU: {cpu:.2f} s in total, {cpu / calls * 1000:.2f} ms per call (goal <= 3 ms)")
+    print(f"REST requests per call: {len(fake.requests) / calls:.1f}, events per call: {len(fake.events) / calls:.1f}")
     for label, latencies in _reactions(fake).items():
         if not latencies:
             continue

@@ -150,9 +150,13 @@ class StasisApp:
 
     def _forget(self, flow: CallFlow) -> None:
         self._queues.pop(flow, None)
-        for index in (self._by_channel, self._by_bridge, self._by_recording):
-            for key in [key for key, value in index.items() if value is flow]:
-                del index[key]
+        for channel_id in (flow.channel_id, *flow.legs):
+            if self._by_channel.get(channel_id) is flow:
+                del self._by_channel[channel_id]
+        if self._by_bridge.get(flow.bridge_id) is flow:
+            del self._by_bridge[flow.bridge_id]
+        if flow.recording_name is not None and self._by_recording.get(flow.recording_name) is flow:
+            del self._by_recording[flow.recording_name]
 
     def _spawn(self, coroutine: Any, name: str | None = None) -> None:
         task = asyncio.create_task(coroutine, name=name)
