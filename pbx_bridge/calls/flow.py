@@ -38,6 +38,9 @@ CAUSE_TEXTS = {
     34: "Circuit/channel congestion",
     127: "Interworking, unspecified",
 }
+# Seconds past a destination's ring timeout after which pbx-bridge gives up on the leg itself,
+# in case Asterisk never reports how the dial ended.
+LEG_TIMEOUT_MARGIN = 10.0
 # Asterisk names the application's outbound legs by this first Stasis argument.
 OUTBOUND_ARG = "outbound"
 
@@ -63,6 +66,13 @@ class Leg:
 @dataclass(frozen=True)
 class Shutdown:
     """Internal event: pbx-bridge is stopping and gives up control of its calls."""
+
+
+@dataclass(frozen=True)
+class LegTimeout:
+    """Internal event: a leg rang past its ring timeout plus a margin without Asterisk ending it."""
+
+    channel_id: str
 
 
 @dataclass(frozen=True)
@@ -158,6 +168,12 @@ class CallFlow:
         if isinstance(event, Reconcile):
             await self._reconcile(event.live_channel_ids)
             return
+        if isinstance(event, LegTimeout):
+            leg = self.legs.get(event.channel_id)
+            if leg is not None and not leg.done and self.phase is Phase.RINGING:
+                log.warning("call %s: %s gave no dial result in time", self.channel_id, leg.destination.endpoint)
+                await self._attempt_failed(leg, "NOANSWER")
+            return
         if isinstance(event, Shutdown):
             if self.phase in (Phase.STARTING, Phase.RINGING):
                 await self.fall_back("pbx-bridge is shutting down")
@@ -203,6 +219,17 @@ class CallFlow:
 
     # Dialing ------------------------------------------------------------------------------
 
+    def _caller_id_variables(self) -> dict[str, str] | None:
+        """Caller id for the company line. `dial` with `caller` already sets the leg's connected
+        line, which PJSIP sends as From; these variables also reach Local channels and queues."""
+        number = self.caller.e164 or self.caller.raw
+        if not number:
+            return None
+        variables = {"CALLERID(num)": number}
+        if self.caller_name:
+            variables["CALLERID(name)"] = self.caller_name
+        return variables
+
     async def _dial_next(self) -> None:
         while self.pending and self.caller_in_stasis:
             destination = self.pending.pop(0)
@@ -215,12 +242,14 @@ class CallFlow:
                     endpoint=destination.endpoint,
                     channel_id=leg.channel_id,
                     app_args=f"{OUTBOUND_ARG},{self.channel_id}",
+                    variables=self._caller_id_variables(),
                 )
             except AriError as error:
                 log.warning("call %s: cannot create a channel to %s: %s", self.channel_id, destination.endpoint, error)
                 self._close_attempt(leg, "CHANUNAVAIL", str(error))
                 continue
             log.info("call %s: ringing %s (%s s)", self.channel_id, destination.endpoint, destination.ring_timeout)
+            self.registry.post_later(self, destination.ring_timeout + LEG_TIMEOUT_MARGIN, LegTimeout(leg.channel_id))
             return
         if self.caller_in_stasis and self.phase is Phase.RINGING:
             await self._give_up()

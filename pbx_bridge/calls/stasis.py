@@ -55,6 +55,16 @@ class StasisApp:
     def bind_recording(self, name: str, flow: CallFlow) -> None:
         self._by_recording[name] = flow
 
+    def post_later(self, flow: CallFlow, delay: float, event: Any) -> None:
+        """Queue an internal event on a call after `delay` seconds, unless the call is gone."""
+
+        def post() -> None:
+            queue = self._queues.get(flow)
+            if queue is not None:
+                queue.put_nowait(event)
+
+        asyncio.get_running_loop().call_later(delay, post)
+
     # Event routing ------------------------------------------------------------------------
 
     async def handle_event(self, event: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from tests.calls.conftest import (
     journal_row,
     seconds_between,
 )
-from tests.fake_asterisk import Answer, Busy, NoAnswer
+from tests.fake_asterisk import Answer, Busy, Fail, NoAnswer
 
 
 async def test_answered_call_caller_hangs_up(serve, fake_asterisk, database, company):
@@ -231,3 +231,33 @@ async def test_no_destination_sends_caller_to_fallback(database_url, company, da
     assert call.fell_back is not None
     assert call.fell_back["context"] == "calltracking-fallback"
     assert call.fell_back["extension"] == TRACKED_DIALED
+
+
+async def test_company_line_gets_caller_id(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="8 916 123-45-67", caller_name="Ivan")
+
+    row = await journal_row(database, call.channel_id)
+
+    create = next(r for r in fake_asterisk.requests if r.rest == "POST /channels/create")
+    dial = next(r for r in fake_asterisk.requests if r.path.endswith("/dial"))
+    assert create.params["endpoint"] == OFFICE
+    assert create.params["appArgs"] == f"outbound,{call.channel_id}"
+    assert create.params["channelId"] == row.outbound_channel_id
+    assert create.params["variables"] == {"CALLERID(num)": "+79161234567", "CALLERID(name)": "Ivan"}
+    assert dial.params["caller"] == call.channel_id
+    assert dial.params["timeout"] == "20"
+
+
+async def test_failing_destinations_journal_failed(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Fail(cause=34))
+    fake_asterisk.script_endpoint(MOBILE, Fail(cause=38))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "failed"
+    assert row.hangup_side == "system"
+    assert [attempt["status"] for attempt in row.attempts] == ["CONGESTION", "CHANUNAVAIL"]
+    assert row.hangup_cause == 38
+    assert fake_asterisk.live_channels() == []
