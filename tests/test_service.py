@@ -109,3 +109,35 @@ async def test_readyz_unavailable_when_database_is_down(tmp_path):
 
     assert status == 503
     assert ready["database"] is False
+
+
+async def test_serve_stops_cleanly_on_sigint(tmp_path):
+    process, _ = await start(tmp_path, "--no-ari")
+
+    process.send_signal(signal.SIGINT)
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+
+    assert process.returncode == 0
+    assert "pbx-bridge stopped" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+
+
+async def test_serve_exits_cleanly_when_database_unreachable(tmp_path):
+    env = {
+        **os.environ,
+        "PBX_BRIDGE_DATABASE_URL": "postgresql+asyncpg://nobody:db-password@127.0.0.1:1/none",
+        "PBX_BRIDGE_HTTP_LISTEN": f"127.0.0.1:{free_port()}",
+    }
+    env.pop("PBX_BRIDGE_CONFIG", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pbx_bridge", "serve", "--no-ari",
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    log = stderr.decode()
+
+    assert process.returncode == 1
+    assert "cannot start:" in log
+    assert "Traceback" not in log
+    assert "db-password" not in log
