@@ -7,6 +7,7 @@ import logging
 import signal
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from pbx_bridge.config import Config
 from pbx_bridge.http.app import AppContext, build_app
@@ -132,8 +133,9 @@ async def _serve(service: Service) -> int:
 
     try:
         await service.start()
-    except OSError as error:
-        log.error("cannot start: %s", error)
+    except (OSError, SQLAlchemyError) as error:
+        # One line an operator can act on (port taken, database down), not a traceback.
+        log.error("cannot start: %s", str(error).splitlines()[0] if str(error) else type(error).__name__)
         await service.stop()
         return 1
     await stop.wait()
