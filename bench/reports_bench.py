@@ -2,7 +2,7 @@
 
 Creates a throwaway database on the server of PBX_BRIDGE_TEST_POSTGRES_URL (default: the local
 test server), fills it with COPY and prints the median of several runs of each query. The goal
-is under 300 ms for each. Run: python bench/reports_journal.py [--calls N]
+is under 300 ms for each. Run: python bench/reports_bench.py [--calls N]
 """
 
 from __future__ import annotations
