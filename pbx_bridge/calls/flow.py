@@ -15,7 +15,14 @@ from typing import Any
 
 from models import HangupSide, Outcome, RecordingState
 from pbx_bridge.ari import AriClient, AriError, NotFound
-from pbx_bridge.calls.journal import CallEnd, CallStart, Journal, RecordingEnd, RecordingStart
+from pbx_bridge.calls.journal import (
+    JOURNAL_ERRORS,
+    CallEnd,
+    CallStart,
+    Journal,
+    RecordingEnd,
+    RecordingStart,
+)
 from pbx_bridge.calls.routing import Destination, Route
 from pbx_bridge.config import Config
 from pbx_bridge.phones import parse_caller_id
@@ -115,6 +122,7 @@ class CallFlow:
         self.pending: list[Destination] = []
         self.route: Route | None = None
         self.call_id: int | None = None
+        self.start_record: CallStart | None = None
         self.recording_name: str | None = None
         # Set once Asterisk reported how the recording ended (or it never started).
         self.recording_end: RecordingEnd | None = None
@@ -135,17 +143,22 @@ class CallFlow:
             log.warning("call %s: Stasis() got no dialed number argument; using the dialplan extension", self.channel_id)
         await self._ignore_gone(self.ari.ring(self.channel_id))
 
-        self.call_id, self.route = await self.journal.open(
-            CallStart(
-                channel_id=self.channel_id,
-                linkedid=self.linkedid,
-                dialed_raw=self.dialed_raw,
-                caller_raw=self.caller.raw,
-                caller_number=self.caller.e164,
-                caller_name=self.caller_name,
-                started_at=self.state.started_at,
-            )
+        self.start_record = CallStart(
+            channel_id=self.channel_id,
+            linkedid=self.linkedid,
+            dialed_raw=self.dialed_raw,
+            caller_raw=self.caller.raw,
+            caller_number=self.caller.e164,
+            caller_name=self.caller_name,
+            started_at=self.state.started_at,
         )
+        try:
+            self.call_id, self.route = await self.journal.open(self.start_record)
+        except JOURNAL_ERRORS as error:
+            # Without the database there is no route either: the dialplan's fallback knows the
+            # company line, and the journal writes the row once the database is back.
+            await self.fall_back(f"journal unavailable: {type(error).__name__}: {error}")
+            return
         log.info(
             "call %s: %s, company %s, source %s",
             self.channel_id, self.route.attribution.value, self.route.company_id, self.route.source_id,
@@ -196,8 +209,13 @@ class CallFlow:
 
         Used whenever pbx-bridge cannot finish a call itself; the journal keeps the reason.
         """
-        log.error("call %s: %s; sending the caller to dialplan context %s", self.channel_id, reason, self.config.calls.fallback_context)
         self.state.error = reason
+        if self.phase is Phase.ANSWERED:
+            # The parties are talking in the bridge: keep the call, journal the failure at its end.
+            log.error("call %s: %s; the answered call goes on", self.channel_id, reason)
+            self.state.tags.add("internal-error")
+            return
+        log.error("call %s: %s; sending the caller to dialplan context %s", self.channel_id, reason, self.config.calls.fallback_context)
         self.state.tags.add("fallback")
         for leg in self.legs.values():
             await self._ignore_gone(self.ari.hangup(leg.channel_id))
@@ -491,9 +509,13 @@ class CallFlow:
 
     async def _write_end(self) -> None:
         """Complete the journal row once both the call and its recording have ended."""
-        if self.pending_end is None or self.recording_pending or self.call_id is None:
+        if self.pending_end is None or self.recording_pending:
             return
         end, self.pending_end = self.pending_end, None
+        if self.call_id is None:
+            if self.start_record is not None:
+                self.journal.write_later(self.start_record, end)
+            return
         await self.journal.finish(self.call_id, end, self.recording_end)
 
     async def recording_timed_out(self) -> None:

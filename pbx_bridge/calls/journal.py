@@ -9,6 +9,8 @@ and analytics go to the outbox in the same transaction as the change they report
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +30,12 @@ log = logging.getLogger("pbx_bridge.calls")
 
 # Seconds between attempts to open a journal row while the database is briefly unreachable.
 OPEN_RETRY_DELAYS = (0.2, 1.0)
+# Seconds between attempts to write the row of a call that ended while the database was down;
+# the last delay repeats until WRITE_LATER_FOR seconds have passed.
+WRITE_LATER_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+WRITE_LATER_FOR = 3600.0
+# Failures that mean the database cannot be used right now, as opposed to a bug.
+JOURNAL_ERRORS = (OperationalError, DBAPIError, OSError)
 
 
 @dataclass(frozen=True)
@@ -82,13 +90,14 @@ class Journal:
         # needs no SELECT first.
         self._rows: dict[int, Call] = {}
         self._recordings: dict[int, Recording] = {}
+        self._deferred: dict[asyncio.Task[None], tuple[CallStart, CallEnd]] = {}
 
     async def open(self, start: CallStart) -> tuple[int, Route]:
         """Resolve the call's route and insert its row; return the row id and the route."""
         for delay in (*OPEN_RETRY_DELAYS, None):
             try:
                 return await self._open_once(start)
-            except (OperationalError, DBAPIError, OSError) as error:
+            except JOURNAL_ERRORS as error:
                 if delay is None:
                     raise
                 log.warning(
@@ -199,6 +208,38 @@ class Journal:
                     row.error = recording.error[:2000]
             await enqueue_call_event(session, call, "call.ended")
 
+    def write_later(self, start: CallStart, end: CallEnd) -> None:
+        """Keep retrying the whole row of a call that ended while the database was unreachable."""
+        task = asyncio.create_task(self._write_when_back(start, end), name=f"journal-{start.channel_id}")
+        self._deferred[task] = (start, end)
+        task.add_done_callback(self._deferred.pop)
+
+    async def _write_when_back(self, start: CallStart, end: CallEnd) -> None:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + WRITE_LATER_FOR
+        delays = iter(WRITE_LATER_DELAYS)
+        delay = next(delays)
+        while True:
+            try:
+                call_id, _ = await self._open_once(start)
+                await self.finish(call_id, end, None)
+            except JOURNAL_ERRORS as error:
+                if loop.time() + delay > give_up_at:
+                    _log_lost_row(start, end, f"database still unreachable: {type(error).__name__}")
+                    return
+                await asyncio.sleep(delay)
+                delay = next(delays, delay)
+                continue
+            log.info("call %s: journal row written after the database came back", start.channel_id)
+            return
+
+    async def close(self) -> None:
+        """Stop retrying deferred rows; each one still unwritten goes to the log whole."""
+        for task, (start, end) in list(self._deferred.items()):
+            task.cancel()
+            _log_lost_row(start, end, "pbx-bridge stopped before the database came back")
+        await asyncio.gather(*self._deferred, return_exceptions=True)
+
     async def _attach(self, session: AsyncSession, call_id: int) -> Call:
         """Return the call's row in `session`, re-attached without a SELECT when it is at hand."""
         call = self._rows.get(call_id)
@@ -210,3 +251,12 @@ class Journal:
             return call
         session.add(call)
         return call
+
+
+def _log_lost_row(start: CallStart, end: CallEnd, reason: str) -> None:
+    """Put a row that could not be written into the log, as JSON, so an operator can restore it."""
+    row = {"start": dataclasses.asdict(start), "end": dataclasses.asdict(end)}
+    log.error(
+        "call %s: journal row not written (%s): %s",
+        start.channel_id, reason, json.dumps(row, default=str, ensure_ascii=False),
+    )

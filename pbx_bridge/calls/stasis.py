@@ -236,6 +236,7 @@ class StasisApp:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.journal.close()
 
 
 def _parse_time(stamp: str | None) -> datetime | None:

@@ -1,0 +1,89 @@
+"""Failures inside pbx-bridge: the caller is always sent on and the journal row always written."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from pbx_bridge.calls.flow import CallFlow
+from pbx_bridge.calls.journal import Journal
+from pbx_bridge.config import load_config
+from pbx_bridge.service import Service
+from tests.calls.conftest import OFFICE, TRACKED_DIALED, journal_row, write_config
+from tests.fake_asterisk import Answer
+
+
+@pytest.fixture
+async def service(database_url, company, fake_asterisk, tmp_path) -> AsyncIterator[Service]:
+    """The service in this process, so that a test can break one of its parts."""
+    config = load_config(write_config(tmp_path / "c.toml", database_url, fake_asterisk.url), environ={})
+    service = Service(config, with_http=False, with_delivery=False)
+    await service.start()
+    await fake_asterisk.wait_for(lambda: fake_asterisk.websocket_count > 0, timeout=10)
+    yield service
+    await service.stop()
+
+
+async def test_internal_error_sends_caller_to_fallback(service, fake_asterisk, database, monkeypatch):
+    async def broken_dial_next(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(CallFlow, "_dial_next", broken_dial_next)
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id)
+
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert call.fell_back["extension"] == TRACKED_DIALED
+    assert call.fell_back["variables"]["CT_DESTINATION"] == OFFICE
+    assert row.outcome == "failed"
+    assert row.hangup_side == "system"
+    assert row.error == "internal error: RuntimeError: boom"
+    assert row.tags == ["fallback"]
+    # Only the caller is left, now running the fallback context's dialplan.
+    assert fake_asterisk.live_channels() == [call.channel_id]
+
+
+async def test_error_after_answer_keeps_call_up(service, fake_asterisk, database, monkeypatch):
+    async def broken_answered(self, call_id, **fields):
+        raise RuntimeError("journal bug")
+
+    monkeypatch.setattr(Journal, "answered", broken_answered)
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.3))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id)
+
+    assert call.fell_back is None
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert row.answered_by == OFFICE
+    assert row.talk_seconds >= 0.3
+    assert row.error == "internal error: RuntimeError: journal bug"
+    assert "internal-error" in row.tags
+
+
+async def test_database_down_at_call_start_row_written_later(service, fake_asterisk, database, monkeypatch):
+    original = Journal._open_once
+    database_down = True
+
+    async def open_while_down(self, start):
+        if database_down:
+            raise OperationalError("INSERT INTO calls", {}, OSError("database is down"))
+        return await original(self, start)
+
+    monkeypatch.setattr(Journal, "_open_once", open_while_down)
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: call.fell_back is not None, timeout=10)
+    database_down = False
+
+    row = await journal_row(database, call.channel_id, timeout=15)
+
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert row.outcome == "failed"
+    assert row.attribution == "static"
+    assert row.caller_number == "+79161234567"
+    assert row.error.startswith("journal unavailable: OperationalError")
+    assert row.tags == ["fallback"]
