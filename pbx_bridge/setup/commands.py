@@ -214,9 +214,12 @@ def _format_report(path: Path, config: Config, report: LoadReport, *, dry_run: b
         ]
         if kind == "numbers":
             counts.append(f"{len(report.retired)} retired")
+        if kind == "webhooks":
+            counts.append(f"{len(report.removed_webhooks)} removed")
         lines.append(f"  {kind + ':':<10} {', '.join(counts)}")
     lines.extend(f"moved {entry}" for entry in report.moved)
     lines.extend(f"retired {entry}, kept for the call history" for entry in report.retired)
+    lines.extend(f"removed webhook {entry}" for entry in report.removed_webhooks)
     lines.extend(
         f"not in the file, left as it is: {entry}" for entry in report.left_alone
     )

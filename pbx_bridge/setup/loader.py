@@ -4,6 +4,8 @@ Rows are matched by their natural keys (company name, source and site name withi
 pool name within the site, number in E.164) and updated in place, so loading the same file
 twice writes nothing. Rows the file no longer mentions are not deleted: numbers are retired,
 because past calls refer to them, and sources, sites and pools are left as they are and reported.
+Webhooks are the exception: a company with a webhooks key gets exactly the listed webhooks,
+matched by URL. Outbox rows keep the URL they were addressed to, so deleting one loses no history.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from models import (
     Source,
     SourceSpend,
     TrackingNumber,
+    Webhook,
 )
+from pbx_bridge.delivery.webhooks import replace_company_webhooks
 from pbx_bridge.setup.schema import (
     CompanySpec,
     PoolSpec,
@@ -47,28 +51,36 @@ _LOAD_LOCK_KEY = zlib.crc32(b"pbx-bridge setup load")
 # 24 random bytes give a 32-character URL-safe key.
 _SITE_KEY_BYTES = 24
 
-KINDS = ("companies", "sources", "sites", "pools", "numbers")
+KINDS = ("companies", "sources", "sites", "pools", "numbers", "webhooks")
 
 
 @dataclass
 class LoadReport:
-    """Counts of created, updated and unchanged rows per kind, and the moved and retired numbers."""
+    """Created, updated and unchanged row counts per kind, and the rows moved, retired or deleted."""
 
     created: Counter[str] = field(default_factory=Counter)
     updated: Counter[str] = field(default_factory=Counter)
     unchanged: Counter[str] = field(default_factory=Counter)
     moved: list[str] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
+    # Webhook URLs deleted because the file no longer lists them, with their company.
+    removed_webhooks: list[str] = field(default_factory=list)
     # Rows of the file's companies that the file no longer mentions and that were left as they are.
     left_alone: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(sum(self.created.values()) or sum(self.updated.values()) or self.retired)
+        return bool(
+            sum(self.created.values())
+            or sum(self.updated.values())
+            or self.retired
+            or self.removed_webhooks
+        )
 
 
 async def apply_setup(session: AsyncSession, spec: SetupSpec) -> LoadReport:
-    """Create or update every row the setup declares and retire the numbers it dropped.
+    """Create or update every row the setup declares, retire the numbers it dropped and delete
+    the webhooks it dropped.
 
     Raise SetupError, before writing anything, when the file conflicts with the database. The
     caller commits or rolls back.
@@ -83,6 +95,9 @@ async def apply_setup(session: AsyncSession, spec: SetupSpec) -> LoadReport:
     for company_spec in spec.companies:
         loader.apply_company(company_spec)
     await session.flush()
+
+    for company_spec in spec.companies:
+        await loader.apply_webhooks(company_spec)
 
     for company_spec in spec.companies:
         loader.apply_sites(company_spec)
@@ -272,6 +287,38 @@ class _Loader:
             source.spend.remove(spend)
             changed = True
         return changed
+
+    async def apply_webhooks(self, spec: CompanySpec) -> None:
+        """Make the company's webhooks match the file, unless the file has no webhooks key."""
+        company = self.companies[spec.name]
+        result = await self.session.scalars(select(Webhook).where(Webhook.company_id == company.id))
+        existing = {webhook.url: webhook for webhook in result}
+        if spec.webhooks is None:
+            if existing:
+                noun = "webhook" if len(existing) == 1 else "webhooks"
+                self.report.left_alone.append(
+                    f'{len(existing)} {noun} of company "{company.name}" (the file has no webhooks '
+                    "key for the company. Write webhooks = [] to remove them)"
+                )
+            return
+
+        # Compared here because replace_company_webhooks assigns every value of every row.
+        for webhook_spec in spec.webhooks:
+            webhook = existing.pop(webhook_spec.url, None)
+            if webhook is None:
+                self.report.created["webhooks"] += 1
+                continue
+            changed = (
+                webhook.secret != webhook_spec.secret
+                or webhook.events != list(webhook_spec.events)
+                or webhook.enabled != webhook_spec.enabled
+            )
+            self._count("webhooks", changed)
+        for url in sorted(existing):
+            self.report.removed_webhooks.append(f'{url} of company "{company.name}"')
+            log.info("webhook %s of company %s removed", url, company.name)
+
+        await replace_company_webhooks(self.session, company.id, spec.webhooks)
 
     # -- sites and pools -------------------------------------------------------------------
 

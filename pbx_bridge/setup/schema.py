@@ -11,12 +11,20 @@ import re
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
 from models import ExhaustedPolicy, SourceKind
+from pbx_bridge.delivery.checks import (
+    CALL_EVENTS,
+    MIN_WEBHOOK_SECRET_LENGTH,
+    WebhookDefinitionError,
+    WebhookSpec,
+    parse_webhooks,
+    url_problem,
+)
 from pbx_bridge.phones import InvalidNumber, to_e164
 from pbx_bridge.setup.positions import KeyPath
 
@@ -36,6 +44,8 @@ MAX_HOST_LENGTH = 255
 MAX_DISPLAY_FORMAT_LENGTH = 64
 MIN_SITE_KEY_LENGTH = 8
 MAX_SITE_KEY_LENGTH = 64
+MAX_WEBHOOK_URL_LENGTH = 2000
+MAX_WEBHOOK_SECRET_LENGTH = 200
 # Numeric(14, 2) in source_spend.amount.
 MAX_AMOUNT = Decimal("999999999999.99")
 
@@ -134,6 +144,8 @@ class CompanySpec:
     sources: tuple[SourceSpec, ...]
     numbers: tuple[NumberSpec, ...]
     sites: tuple[SiteSpec, ...]
+    # None when the company has no webhooks key, so the loader leaves its webhooks as they are.
+    webhooks: tuple[WebhookSpec, ...] | None
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,7 @@ def parse_setup(document: Mapping[str, Any], region: str) -> SetupSpec:
 _DOCUMENT_KEYS = ("companies",)
 _COMPANY_KEYS = (
     "name", "timezone", "ring_timeout", "recording", "destinations", "sources", "numbers", "sites",
+    "webhooks",
 )
 _DESTINATION_KEYS = ("endpoint", "ring_timeout")
 _SOURCE_KEYS = ("name", "kind", "dynamic", "match", "priority", "spend")
@@ -180,6 +193,7 @@ _SITE_KEYS = (
     "default_source", "pools",
 )
 _POOL_KEYS = ("name", "hold_time", "heartbeat_interval", "exhausted_policy", "numbers")
+_WEBHOOK_KEYS = ("url", "secret", "events", "enabled")
 
 
 @dataclass
@@ -244,6 +258,7 @@ class _Checker:
                 site_table, site_path, source_names, static_numbers
             ),
         )
+        webhooks = self.read_webhooks(table, path, where)
 
         if name is None:
             return None
@@ -256,6 +271,7 @@ class _Checker:
             sources=tuple(sources),
             numbers=tuple(numbers),
             sites=tuple(sites),
+            webhooks=webhooks,
         )
 
     def read_destinations(
@@ -596,6 +612,113 @@ class _Checker:
             number_paths=tuple(number_paths),
         )
 
+    # -- webhooks --------------------------------------------------------------------------
+
+    def read_webhooks(
+        self, table: Mapping[str, Any], path: KeyPath, where: str
+    ) -> tuple[WebhookSpec, ...] | None:
+        """Check the company's webhook tables and return their specs, or None without the key."""
+        if "webhooks" not in table:
+            return None
+        problem_count = len(self.problems)
+        elements = self.table_list(table, path, "webhooks", where)
+        url_paths: dict[str, KeyPath] = {}
+        for index, webhook in elements:
+            self.check_webhook(webhook, path + ("webhooks", index), where, url_paths)
+        if len(self.problems) > problem_count:
+            return None
+
+        # The checks above report each problem at its key. parse_webhooks applies the delivery
+        # package's rules once more and builds the specs, so a rule added there is not skipped.
+        try:
+            specs = parse_webhooks([webhook for _, webhook in elements], where)
+        except WebhookDefinitionError as error:
+            self.fail(path + ("webhooks",), str(error))
+            return None
+        return tuple(specs)
+
+    def check_webhook(
+        self,
+        table: Mapping[str, Any],
+        path: KeyPath,
+        company_where: str,
+        url_paths: dict[str, KeyPath],
+    ) -> None:
+        """Report every invalid key of one webhook table. No message contains the secret."""
+        url = table.get("url")
+        where = f"{company_where}: webhook"
+        if isinstance(url, str):
+            where = f"{where} {_show(url)}"
+        self.reject_unknown_keys(
+            table, path, _WEBHOOK_KEYS, where, parent=("company", _COMPANY_KEYS)
+        )
+
+        if "url" not in table:
+            self.fail(path, f'{where}: missing key "url", expected an http:// or https:// URL')
+        elif not isinstance(url, str):
+            self.fail(path + ("url",), f"{where}: url is {_describe(url)}, expected a string")
+        elif len(url) > MAX_WEBHOOK_URL_LENGTH:
+            self.fail(
+                path + ("url",),
+                f"{where}: url is {len(url)} characters long, expected at most "
+                f"{MAX_WEBHOOK_URL_LENGTH}",
+            )
+        elif problem := url_problem(url):
+            self.fail(path + ("url",), f"{where}: url is invalid: {problem}")
+        elif url in url_paths:
+            self.fail(
+                path + ("url",),
+                f"{where}: url is listed twice for this company",
+                first_path=url_paths[url],
+            )
+        else:
+            url_paths[url] = path + ("url",)
+
+        self.check_webhook_secret(table, path, where)
+        self.check_webhook_events(table, path, where)
+        self.boolean(table, path, "enabled", where)
+
+    def check_webhook_secret(self, table: Mapping[str, Any], path: KeyPath, where: str) -> None:
+        expected = (
+            f"expected a random string of {MIN_WEBHOOK_SECRET_LENGTH} to "
+            f"{MAX_WEBHOOK_SECRET_LENGTH} characters, such as the output of: openssl rand -hex 32"
+        )
+        if "secret" not in table:
+            self.fail(path, f'{where}: missing key "secret", {expected}')
+            return
+        secret = table["secret"]
+        # Messages name the secret's type and length only, because they are printed and logged.
+        if not isinstance(secret, str):
+            self.fail(path + ("secret",), f"{where}: secret is {_type_name(secret)}, {expected}")
+        elif not MIN_WEBHOOK_SECRET_LENGTH <= len(secret) <= MAX_WEBHOOK_SECRET_LENGTH:
+            self.fail(
+                path + ("secret",),
+                f"{where}: secret is {len(secret)} characters long, {expected}",
+            )
+
+    def check_webhook_events(self, table: Mapping[str, Any], path: KeyPath, where: str) -> None:
+        if "events" not in table:
+            return
+        events = table["events"]
+        key_path = path + ("events",)
+        names = ", ".join(f'"{event}"' for event in CALL_EVENTS)
+        if not isinstance(events, list) or not events:
+            found = "empty" if events == [] else _describe(events)
+            self.fail(
+                key_path,
+                f"{where}: events is {found}, expected a list of one or more of {names}, or no "
+                "events key to receive all of them",
+            )
+            return
+        for index, event in enumerate(events):
+            if event in CALL_EVENTS:
+                continue
+            if isinstance(event, str):
+                found = f"event {_show(event)} is unknown"
+            else:
+                found = f"event is {_describe(event)}"
+            self.fail(key_path + (index,), f"{where}: {found}, expected one of {names}")
+
     # -- shared shapes ---------------------------------------------------------------------
 
     def read_named_list(
@@ -920,6 +1043,23 @@ def _describe(value: Any) -> str:
         return f"a date-time {value.isoformat()}"
     if isinstance(value, date):
         return f"a date {value.isoformat()}"
+    return f"a {type(value).__name__} value"
+
+
+def _type_name(value: Any) -> str:
+    """Name the TOML type of a value without showing it, for values that must stay secret."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (date, time)):
+        return "a date or time"
     return f"a {type(value).__name__} value"
 
 
