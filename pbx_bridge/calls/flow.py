@@ -1,4 +1,4 @@
-"""What happens to one inbound call, from its StasisStart to its journal row's last field.
+"""The life of one inbound call, from its StasisStart to its journal row's last field.
 
 A CallFlow receives the ARI events of its own channels one at a time, in order (the router in
 `stasis.py` guarantees that), and reacts with REST calls and journal writes. Nothing here parses
@@ -155,7 +155,7 @@ class CallFlow:
         try:
             self.call_id, self.route = await self.journal.open(self.start_record)
         except JOURNAL_ERRORS as error:
-            # Without the database there is no route either: the dialplan's fallback knows the
+            # Without the database there is no route either: the dialplan's fallback dials the
             # company line, and the journal writes the row once the database is back.
             await self.fall_back(f"journal unavailable: {type(error).__name__}: {error}")
             return
@@ -388,8 +388,8 @@ class CallFlow:
             self.causes[channel_id] = (int(cause), event.get("cause_txt"))
 
     def _hangup_cause(self, side: HangupSide) -> tuple[int | None, str | None]:
-        """The cause of the side that ended the call: the caller, the answered leg, or for a
-        call no destination answered, its last attempt."""
+        """Return the hangup cause of the side that ended the call: the caller, the answered leg,
+        or the last attempt when no destination answered."""
         if side is HangupSide.CALLER:
             channel_id = self.channel_id
         elif self.state.answered_leg is not None:
@@ -578,7 +578,7 @@ class CallFlow:
 
 
 def _missed_outcome(attempts: list[dict[str, Any]]) -> Outcome:
-    """The outcome of a call no destination answered: the last attempt tells why."""
+    """Return the outcome of a call no destination answered, from its last attempt."""
     last = attempts[-1]["status"] if attempts else None
     return {"BUSY": Outcome.BUSY, "NOANSWER": Outcome.NO_ANSWER}.get(last, Outcome.FAILED)
 

@@ -30,8 +30,8 @@ log = logging.getLogger("pbx_bridge.calls")
 
 # Seconds between attempts to open a journal row while the database is briefly unreachable.
 OPEN_RETRY_DELAYS = (0.2, 1.0)
-# Seconds between attempts to write the row of a call that ended while the database was down;
-# the last delay repeats until WRITE_LATER_FOR seconds have passed.
+# Seconds between attempts to write the row of a call that ended while the database was down.
+# The last delay repeats until WRITE_LATER_FOR seconds have passed.
 WRITE_LATER_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 WRITE_LATER_FOR = 3600.0
 # Failures that mean the database cannot be used right now, as opposed to a bug.

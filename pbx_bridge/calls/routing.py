@@ -24,7 +24,7 @@ class Destination:
 
 @dataclass(frozen=True)
 class Route:
-    """What to dial for one inbound call, in order, and whom the call is attributed to."""
+    """The destinations to dial for one inbound call, in order, and the call's attribution."""
 
     dialed_number: str | None
     attribution: Attribution
@@ -39,7 +39,7 @@ class Route:
 
 @dataclass(frozen=True)
 class _NumberSettings:
-    """What the database says about one tracking number, apart from pool attribution."""
+    """Settings of one tracking number as stored, apart from pool attribution."""
 
     number_id: int
     pool_id: int | None

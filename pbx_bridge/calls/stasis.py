@@ -2,7 +2,7 @@
 
 Every call has its own queue and task: events of one call are handled in arrival order, calls
 run concurrently, so a slow journal write for one call never delays the events of another.
-This module holds no call logic; `flow.py` does.
+Call logic lives in `flow.py`, not here.
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ async def test_answered_call_caller_hangs_up(serve, fake_asterisk, database, com
     assert row.recording is not None
     assert row.recording.state == "done"
     assert row.recording.format == "wav"
-    assert row.recording.name.startswith("calltracking/") and row.recording.name.endswith(call.channel_id)
+    assert row.recording.name.startswith("calltracking/")
+    assert row.recording.name.endswith(call.channel_id)
 
 
 async def test_answered_call_company_hangs_up(serve, fake_asterisk, database):
