@@ -141,3 +141,22 @@ async def test_serve_exits_cleanly_when_database_unreachable(tmp_path):
     assert "cannot start:" in log
     assert "Traceback" not in log
     assert "db-password" not in log
+
+
+async def test_readyz_reports_ari_connected(tmp_path):
+    from tests.fake_asterisk import FakeAsterisk
+
+    fake = FakeAsterisk(app="calltracking", username="pbx-bridge", password="very-secret-ari")
+    await fake.start()
+    try:
+        process, base = await start(tmp_path, extra_env={"PBX_BRIDGE_ARI_URL": fake.url})
+        try:
+            await fake.wait_for(lambda: fake.websocket_count > 0, timeout=20)
+            status, ready = await get_json(base + "/readyz")
+        finally:
+            await stop(process)
+    finally:
+        await fake.stop()
+
+    assert status == 200
+    assert ready["ari"] == {"enabled": True, "connected": True}
