@@ -114,7 +114,9 @@ class CallFlow:
         caller = channel.get("caller") or {}
         self.caller = parse_caller_id(caller.get("number"), config.calls.default_region)
         self.caller_name = caller.get("name") or None
-        self.linkedid = channel.get("linkedid") or None
+        # ARI's Channel model has no linkedid. A call from a trunk starts its own linked id, so the
+        # caller's channel id is it, unless ari.conf `channelvars` exports CHANNEL(linkedid).
+        self.linkedid = (channel.get("channelvars") or {}).get("CHANNEL(linkedid)") or self.channel_id
         self.state = CallState(started_at=event_time(start_event))
         self.phase = Phase.STARTING
         self.bridge_id = f"ct-{self.channel_id}"

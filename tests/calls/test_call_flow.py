@@ -36,6 +36,7 @@ async def test_answered_call_caller_hangs_up(serve, fake_asterisk, database, com
     assert row.source_id is not None
     assert row.caller_number == "+79161234567"
     assert row.caller_name == "Ivan Petrov"
+    assert row.linkedid == call.channel_id
     assert row.first_time_caller is True
     assert row.answered_by == OFFICE
     assert row.answered_at is not None and row.answered_at > row.started_at
