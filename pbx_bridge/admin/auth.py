@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -30,6 +32,10 @@ LAST_USED_PRECISION = timedelta(minutes=1)
 _hasher = PasswordHasher()
 # Verified against when the login is unknown, so both cases take the same time.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+# One Argon2 hash costs tenths of a second of CPU. Request handlers run hashes on this single
+# thread, so a flood of logins neither blocks the event loop, which in `serve` also drives the
+# call flow, nor takes more than one thread at a time.
+_PASSWORD_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="password-hash")
 
 PUBLIC_API_PREFIXES = ("/api/v1/track/",)
 PUBLIC_PATHS = frozenset({"/api/v1/auth/login", "/dashboard/login"})
@@ -48,6 +54,18 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def hash_password_in_worker(password: str) -> str:
+    """Hash a password on the password thread, off the event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_PASSWORD_EXECUTOR, hash_password, password)
+
+
+async def verify_password_in_worker(password_hash: str | None, password: str) -> bool:
+    """Check a password on the password thread, off the event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_PASSWORD_EXECUTOR, verify_password, password_hash, password)
 
 
 def hash_token(secret: str) -> str:

@@ -15,10 +15,10 @@ from pbx_bridge.admin.auth import (
     SESSION_COOKIE,
     SESSION_LIFETIME,
     current_user,
-    hash_password,
+    hash_password_in_worker,
     issue_token,
     require_admin,
-    verify_password,
+    verify_password_in_worker,
 )
 from pbx_bridge.admin.errors import ApiError, FieldError, not_found, validation_failed
 from pbx_bridge.admin.schema import Field, parse_or_raise, read_json
@@ -73,7 +73,7 @@ async def check_login(session: AsyncSession, login: str, password: str) -> User 
     """Return the active user with this login and password, recording the login time."""
     user = (await session.scalars(select(User).where(User.login == login))).first()
     password_hash = user.password_hash if user is not None and user.active else None
-    if not verify_password(password_hash, password):
+    if not await verify_password_in_worker(password_hash, password):
         log.info("login failed for an unknown or inactive user, or a wrong password")
         return None
     user.last_login_at = utcnow()
@@ -152,7 +152,7 @@ async def create_user(request: web.Request) -> web.Response:
     require_admin(request)
     values = parse_or_raise(await read_json(request), USER_FIELDS, partial=False)
     async with request.app[CONTEXT].database.transaction() as session:
-        user = User(password_hash=hash_password(values.pop("password")), **values)
+        user = User(password_hash=await hash_password_in_worker(values.pop("password")), **values)
         await _check_role_company(session, user)
         session.add(user)
         await _flush_user(session)
@@ -167,7 +167,7 @@ async def update_user(request: web.Request) -> web.Response:
     async with request.app[CONTEXT].database.transaction() as session:
         user = await _load_user(request, session)
         if "password" in values:
-            user.password_hash = hash_password(values.pop("password"))
+            user.password_hash = await hash_password_in_worker(values.pop("password"))
         for name, value in values.items():
             setattr(user, name, value)
         if user.role == Role.ADMIN.value and "company_id" not in values:

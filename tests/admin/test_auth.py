@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select
 
 from models import User
+from pbx_bridge.admin import auth
 from tests.admin.conftest import PASSWORD, World
 
 PROTECTED = [
@@ -61,6 +64,38 @@ async def test_password_stored_as_argon2id(world: World) -> None:
         user = (await session.scalars(select(User).where(User.login == "viewer"))).one()
     assert user.password_hash.startswith("$argon2id$")
     assert PASSWORD not in user.password_hash
+
+
+async def test_login_hashes_off_event_loop(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 takes tenths of a second; on the event loop a login flood would stall every call."""
+    hashing_threads = []
+    verify = auth.verify_password
+
+    def recording_verify(password_hash: str | None, password: str) -> bool:
+        hashing_threads.append(threading.get_ident())
+        return verify(password_hash, password)
+
+    monkeypatch.setattr(auth, "verify_password", recording_verify)
+    response = await world.client.post("/api/v1/auth/login", json={"login": "viewer", "password": PASSWORD})
+    assert response.status == 200
+    assert len(hashing_threads) == 1
+    assert hashing_threads[0] != threading.get_ident()
+
+
+async def test_user_creation_hashes_off_event_loop(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashing_threads = []
+    hash_password = auth.hash_password
+
+    def recording_hash(password: str) -> str:
+        hashing_threads.append(threading.get_ident())
+        return hash_password(password)
+
+    monkeypatch.setattr(auth, "hash_password", recording_hash)
+    body = {"login": "second-admin", "password": PASSWORD, "role": "admin"}
+    response = await world.client.post("/api/v1/users", json=body, headers=world.admin)
+    assert response.status == 201
+    assert len(hashing_threads) == 1
+    assert hashing_threads[0] != threading.get_ident()
 
 
 async def test_logout_revokes_session(world: World) -> None:
