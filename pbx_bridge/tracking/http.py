@@ -221,7 +221,9 @@ async def _read_request(request: web.Request) -> tuple[dict[str, Any], SiteSetti
         raise TrackingError(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):
+        # ValueError covers malformed JSON, bytes that are not UTF-8 and integers longer than
+        # Python's 4300-digit limit; RecursionError covers arrays nested thousands deep.
         raise TrackingError(400, "invalid_json", "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise TrackingError(400, "invalid_json", "the request body must be a JSON object")

@@ -28,6 +28,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9._~-]+")
 # UTM tags are free text, but markup and control characters in them are an attack on whoever
 # later displays them, not a campaign name.
 _HOSTILE_TEXT = re.compile(r"[<>\x00-\x1f\x7f]")
+# Control characters: PostgreSQL rejects NUL in text, and the rest only garble a search phrase.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
 
 # Query parameters that carry the search phrase in the referrer of a search engine.
 _SEARCH_PARAMETERS = {
@@ -115,7 +117,9 @@ def read_start_request(body: dict[str, Any], user_agent_header: str | None) -> V
 
     user_agent = _optional_text(body, "user_agent", MAX_USER_AGENT_LENGTH)
     if user_agent is None and user_agent_header:
-        user_agent = user_agent_header[:MAX_USER_AGENT_LENGTH]
+        # aiohttp keeps header bytes that are not UTF-8 as lone surrogates, which no database
+        # can store, so they become "?".
+        user_agent = user_agent_header[:MAX_USER_AGENT_LENGTH].encode("utf-8", "replace").decode("utf-8")
     device_type, browser, os = parse_user_agent(user_agent)
 
     referrer_host = _host(referrer)
@@ -163,9 +167,8 @@ def search_phrase(referrer: str | None) -> str | None:
     for engine, parameter in _SEARCH_PARAMETERS.items():
         if host == engine or host.startswith(engine + ".") or f".{engine}." in f".{host}":
             values = parse_qs(parts.query).get(parameter)
-            if values and values[0].strip():
-                return values[0].strip()[:MAX_SEARCH_PHRASE_LENGTH]
-            return None
+            phrase = _CONTROL_CHARACTERS.sub(" ", values[0]).strip() if values else ""
+            return phrase[:MAX_SEARCH_PHRASE_LENGTH] or None
     return None
 
 
@@ -193,6 +196,10 @@ def _optional_text(body: dict[str, Any], field: str, max_length: int) -> str | N
         raise InvalidField(field, f"too long: {len(value)} characters, at most {max_length}")
     if "\x00" in value:
         raise InvalidField(field, "contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField(field, "contains a lone UTF-16 surrogate, which is not valid text") from None
     return value
 
 

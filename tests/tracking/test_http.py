@@ -1,3 +1,4 @@
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -144,6 +145,9 @@ async def test_second_visitor_gets_other_number(client, site):
         ({"page_url": "javascript:alert(1)"}, 400, "invalid_field"),
         ({"page_url": "http://[::1"}, 400, "invalid_field"),
         ({"referrer": "https://x.example/" + "a" * 3000}, 400, "invalid_field"),
+        ({"utm_source": "google\ud800"}, 400, "invalid_field"),
+        ({"user_agent": "Mozilla \udfff"}, 400, "invalid_field"),
+        ({"page_url": "https://okna.example/\ud83d"}, 400, "invalid_field"),
     ],
 )
 async def test_bad_start_is_rejected_and_writes_nothing(client, database, site, fields, status, code):
@@ -165,6 +169,11 @@ async def test_bad_start_is_rejected_and_writes_nothing(client, database, site, 
         (b"[1, 2]", 400, "invalid_json"),
         (b"\xff\xfe", 400, "invalid_json"),
         (b'{"site_key": "okna-key-1", "pad": "' + b"x" * 20000 + b'"}', 413, "payload_too_large"),
+        pytest.param(b"[" * 15000, 400, "invalid_json", id="nested-15000-deep"),
+        pytest.param(
+            b'{"site_key": "okna-key-1", "session_id": ' + b"9" * 5000 + b"}", 400, "invalid_json",
+            id="integer-5000-digits",
+        ),
     ],
 )
 async def test_malformed_body_is_rejected(client, database, site, raw, status, code):
@@ -173,6 +182,40 @@ async def test_malformed_body_is_rejected(client, database, site, raw, status, c
     assert response.status == status
     assert data["error"]["code"] == code
     assert await _count(database, models.VisitorSession) == 0
+
+
+async def test_search_phrase_drops_control_characters(client, database, site):
+    referrer = "https://yandex.ru/search/?text=okna%00plastik%0A"
+
+    response, data = await _post(client, "session", _body(referrer=referrer))
+
+    assert response.status == 200
+    async with database.sessions() as session:
+        row = await session.get(models.VisitorSession, data["session_id"])
+    assert row.search_phrase == "okna plastik"
+
+
+async def test_user_agent_header_not_utf8_is_stored(client, database, site):
+    """A User-Agent header with bytes that are not UTF-8 is stored with "?" in their place."""
+    body = json.dumps(_body()).encode()
+    request = (
+        b"POST /api/v1/track/session HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"Origin: {ORIGIN}\r\n".encode()
+        + b"User-Agent: Mozilla \xff\xfe\r\nContent-Type: text/plain\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(request)
+    response = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+
+    assert response.startswith(b"HTTP/1.1 200 ")
+    session_id = json.loads(response.split(b"\r\n\r\n", 1)[1])["session_id"]
+    async with database.sessions() as session:
+        row = await session.get(models.VisitorSession, session_id)
+    assert row.user_agent == "Mozilla ??"
 
 
 async def test_disallowed_origin_is_403(client, database, site):
