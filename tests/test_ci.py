@@ -29,7 +29,9 @@ def test_make_test_fails_when_pytest_fails(tmp_path: Path, pytest_status: int) -
     fake_pytest = venv / "bin" / "pytest"
     fake_pytest.write_text(f"#!/bin/sh\nexit {pytest_status}\n", encoding="utf-8")
     fake_pytest.chmod(0o755)
+    (venv / "bin" / "python").touch()
     (venv / ".installed").touch()
+    (venv / ".installed-test").touch()
 
     result = subprocess.run(
         ["make", "--no-print-directory", "-C", str(ROOT), "test", f"VENV={venv}"],
@@ -37,3 +39,5 @@ def test_make_test_fails_when_pytest_fails(tmp_path: Path, pytest_status: int) -
     )
 
     assert result.returncode != 0, result.stdout + result.stderr
+    assert "pip install" not in result.stdout
+    assert f"{venv}/bin/pytest" in result.stdout
