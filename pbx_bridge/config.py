@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "PBX_BRIDGE_"
 CONFIG_ENV = "PBX_BRIDGE_CONFIG"
@@ -191,6 +192,8 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
         )
     config = Config(**sections)
     _check_listen(config, origin)
+    _check_database_url(config, origin)
+    _check_ari_url(config, origin)
     _check_delivery(config, origin)
     return config
 
@@ -244,6 +247,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: malformed TOML: byte {error.start} is not valid UTF-8, save the file as UTF-8"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed TOML: arrays or tables nested too deeply") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read configuration file: {error.strerror}") from None
 
@@ -260,7 +265,7 @@ def _build_section(
             raise ConfigError(
                 f"{origin}: unknown key {name}.{key}; expected one of {', '.join(hints)}"
             )
-        values[key] = _coerce(value, hints[key], f"{origin}: {name}.{key}")
+        values[key] = _coerce(value, hints[key], f"{origin}: {name}.{key}", secret=key in SECRET_KEYS)
 
     for key, hint in hints.items():
         variable = f"{ENV_PREFIX}{name.upper()}_{key.upper()}"
@@ -278,14 +283,16 @@ def _build_section(
     return section_type(**values)
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
+def _coerce(value: Any, hint: Any, where: str, *, secret: bool = False) -> Any:
     expected = _base_type(hint)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, bool):
         raise ConfigError(f"{where} must be an integer, got a boolean")
     if not isinstance(value, expected):
-        raise ConfigError(f"{where} must be {_expected_name(expected)}, got {_type_name(value)} {value!r}")
+        # A secret of the wrong type is still a secret, so only its type is shown.
+        shown = "" if secret else f" {value!r}"
+        raise ConfigError(f"{where} must be {_expected_name(expected)}, got {_type_name(value)}{shown}")
     return value
 
 
@@ -334,6 +341,47 @@ def _check_listen(config: Config, origin: str) -> None:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(
             f"{origin}: http.listen is {config.http.listen!r}; expected HOST:PORT such as 127.0.0.1:8080"
+        )
+
+
+# The service runs on SQLAlchemy's asyncio engine, so only these async drivers can work.
+SUPPORTED_DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def _check_database_url(config: Config, origin: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        driver = make_url(config.database.url).drivername
+    except ArgumentError:
+        # The value is not shown: mask_url cannot find a password in a value it cannot parse.
+        raise ConfigError(
+            f"{origin}: database.url is not a valid URL; expected a URL such as "
+            "sqlite+aiosqlite:///pbx-bridge.db or postgresql+asyncpg://user:password@host/db"
+        ) from None
+    if driver not in SUPPORTED_DATABASE_DRIVERS:
+        raise ConfigError(
+            f"{origin}: database.url uses {driver!r}; expected one of "
+            f"{', '.join(SUPPORTED_DATABASE_DRIVERS)}, such as postgresql+asyncpg://user:password@host/db"
+        )
+
+
+def _check_ari_url(config: Config, origin: str) -> None:
+    try:
+        parts = urlsplit(config.ari.url)
+        parts.port  # raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # A value with "@" may carry a password that urlsplit could not separate, so it is hidden.
+        shown = "" if "@" in config.ari.url else f" {config.ari.url!r}"
+        raise ConfigError(
+            f"{origin}: ari.url{shown} is invalid; expected http://HOST:PORT such as http://127.0.0.1:8088"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"{origin}: ari.url contains credentials; set ari.username and ari.password instead"
         )
 
 

@@ -58,6 +58,14 @@ def test_config_path_from_environment(tmp_path):
         ('[calls]\nring_timeout = true\n', "calls.ring_timeout must be an integer, got a boolean"),
         ('[log]\nformat = "xml"\n', "log.format is 'xml'; expected one of human, json"),
         ('[http]\nlisten = "localhost"\n', "http.listen is 'localhost'; expected HOST:PORT"),
+        ('[database]\nurl = "garbage"\n', "database.url is not a valid URL; expected a URL such as"),
+        ('[database]\nurl = "postgresql://ct@db/ct"\n', "database.url uses 'postgresql'; expected one of"),
+        ('[ari]\nurl = "not a url"\n', "ari.url 'not a url' is invalid; expected http://HOST:PORT"),
+        ('[ari]\nurl = "http://127.0.0.1:99999"\n', "ari.url 'http://127.0.0.1:99999' is invalid"),
+        pytest.param(
+            "x = " + "[" * 3000 + "]" * 3000 + "\n", "malformed TOML: arrays or tables nested too deeply",
+            id="nested-3000-deep",
+        ),
     ],
 )
 def test_invalid_file_names_key_and_expectation(tmp_path, text, message):
@@ -69,6 +77,27 @@ def test_invalid_file_names_key_and_expectation(tmp_path, text, message):
     assert str(raised.value).startswith(str(path))
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('[ari]\npassword = 7351902\n', "7351902"),
+        ('[ga4]\napi_secret = 7351902\n', "7351902"),
+        ('[database]\nurl = "postgresql://ct:db-secret@db/ct"\n', "db-secret"),
+        ('[database]\nurl = "ct:db-secret@db"\n', "db-secret"),
+        ('[ari]\nurl = "http://ct:ari-secret@127.0.0.1:8088"\n', "ari-secret"),
+        ('[ari]\nurl = "ct:ari-secret@127.0.0.1:8088"\n', "ari-secret"),
+    ],
+)
+def test_invalid_secret_is_not_shown(tmp_path, text, secret):
+    path = write(tmp_path, text)
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+
+    assert str(raised.value).startswith(str(path))
+    assert secret not in str(raised.value)
 
 
 def test_invalid_environment_value_names_variable():
