@@ -133,9 +133,11 @@ def parse_webhooks(raw: Any, where: str) -> list[WebhookSpec]:
             raise WebhookDefinitionError(f"{at}: url is missing or not a string")
         problem = url_problem(url)
         if problem:
-            raise WebhookDefinitionError(f"{at}: url {url!r} is invalid: {problem}")
+            raise WebhookDefinitionError(f"{at}: url {url_for_message(url)!r} is invalid: {problem}")
         if url in seen:
-            raise WebhookDefinitionError(f"{at}: url {url!r} is listed twice for this company")
+            raise WebhookDefinitionError(
+                f"{at}: url {url_for_message(url)!r} is listed twice for this company"
+            )
         seen.add(url)
 
         secret = table.get("secret")
@@ -156,6 +158,20 @@ def parse_webhooks(raw: Any, where: str) -> list[WebhookSpec]:
             raise WebhookDefinitionError(f"{at}: enabled must be true or false")
         specs.append(WebhookSpec(url, secret, tuple(dict.fromkeys(events)), enabled))
     return specs
+
+
+def url_for_message(url: str) -> str:
+    """Return `url` with any user name and password replaced by "***", for error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or "@" not in parts.netloc:
+        # A value that urlsplit cannot split is hidden whole when it contains "@", because its
+        # credentials cannot be told apart from the rest.
+        return url if "@" not in url else "(not shown, it may contain credentials)"
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"***@{host}").geturl()
 
 
 def url_problem(url: str) -> str | None:
@@ -179,4 +195,4 @@ def url_problem(url: str) -> str | None:
 def _check_base_url(url: str, where: str) -> None:
     problem = url_problem(url)
     if problem:
-        raise ConfigError(f"{where} is {url!r}: {problem}")
+        raise ConfigError(f"{where} is {url_for_message(url)!r}: {problem}")

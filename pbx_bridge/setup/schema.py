@@ -23,6 +23,7 @@ from pbx_bridge.delivery.checks import (
     WebhookDefinitionError,
     WebhookSpec,
     parse_webhooks,
+    url_for_message,
     url_problem,
 )
 from pbx_bridge.phones import InvalidNumber, to_e164
@@ -648,7 +649,7 @@ class _Checker:
         url = table.get("url")
         where = f"{company_where}: webhook"
         if isinstance(url, str):
-            where = f"{where} {_show(url)}"
+            where = f"{where} {_show(url_for_message(url))}"
         self.reject_unknown_keys(
             table, path, _WEBHOOK_KEYS, where, parent=("company", _COMPANY_KEYS)
         )

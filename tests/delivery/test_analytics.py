@@ -135,6 +135,14 @@ def test_config_rejects_bad_receiver_settings(variables, message):
     assert message in str(error.value)
 
 
+def test_config_hides_base_url_credentials():
+    with pytest.raises(ConfigError) as error:
+        load_config(environ={"PBX_BRIDGE_GA4_BASE_URL": "https://ga:base-pass@ga.example"})
+
+    assert "'https://***@ga.example'" in str(error.value)
+    assert "base-pass" not in str(error.value)
+
+
 def test_config_accepts_measurement_id_with_secret():
     config = load_config(
         environ={"PBX_BRIDGE_GA4_MEASUREMENT_ID": "G-ABC12345", "PBX_BRIDGE_GA4_API_SECRET": "s"}

@@ -338,6 +338,18 @@ def test_duplicate_url_names_both_lines(cli: Cli, tmp_path: Path) -> None:
     ) in result.err
 
 
+def test_url_credentials_not_in_messages(cli: Cli, tmp_path: Path) -> None:
+    webhook = CRM_WEBHOOK.replace("https://", "https://admin:hook-pass@").replace(CRM_SECRET, "short")
+    path = write_file(tmp_path, webhook)
+
+    result = cli.load(path)
+
+    assert result.status == 2
+    assert "2 problems found, nothing was written" in result.err
+    assert 'webhook "https://***@crm.okna.example/calls"' in result.err
+    assert "hook-pass" not in result.err
+
+
 def test_webhooks_not_an_array_rejected(cli: Cli, tmp_path: Path) -> None:
     path = write_file(tmp_path, company_keys='webhooks = "https://crm.okna.example/calls"')
 
