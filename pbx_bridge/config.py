@@ -194,6 +194,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     _check_listen(config, origin)
     _check_database_url(config, origin)
     _check_ari_url(config, origin)
+    _check_recording_name(config, origin)
     _check_delivery(config, origin)
     return config
 
@@ -382,6 +383,27 @@ def _check_ari_url(config: Config, origin: str) -> None:
     if parts.username is not None or parts.password is not None:
         raise ConfigError(
             f"{origin}: ari.url contains credentials; set ari.username and ari.password instead"
+        )
+
+
+def _check_recording_name(config: Config, origin: str) -> None:
+    # The call flow fills the template when a call is answered, so a mistake here would surface
+    # only then, once per answered call.
+    template = config.recording.name_template
+    expected = "placeholders {date} and {call_id} in a relative path such as calltracking/{date}/{call_id}"
+    try:
+        name = template.format(date="2026/01/31", call_id="1700000000.1")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(f"{origin}: recording.name_template is {template!r}; expected {expected}") from None
+    if "{call_id}" not in template:
+        raise ConfigError(
+            f"{origin}: recording.name_template is {template!r}: without {{call_id}} every call's "
+            f"recording gets the same name; expected {expected}"
+        )
+    if name.startswith("/") or ".." in name.split("/"):
+        raise ConfigError(
+            f"{origin}: recording.name_template is {template!r}: it leaves the recording folder; "
+            f"expected {expected}"
         )
 
 

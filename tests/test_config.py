@@ -62,6 +62,13 @@ def test_config_path_from_environment(tmp_path):
         ('[database]\nurl = "postgresql://ct@db/ct"\n', "database.url uses 'postgresql'; expected one of"),
         ('[ari]\nurl = "not a url"\n', "ari.url 'not a url' is invalid; expected http://HOST:PORT"),
         ('[ari]\nurl = "http://127.0.0.1:99999"\n', "ari.url 'http://127.0.0.1:99999' is invalid"),
+        (
+            '[recording]\nname_template = "{calldate}/{call_id}"\n',
+            "recording.name_template is '{calldate}/{call_id}'; expected placeholders",
+        ),
+        ('[recording]\nname_template = "calls/{date}"\n', "without {call_id} every call's recording"),
+        ('[recording]\nname_template = "../{call_id}"\n', "it leaves the recording folder"),
+        ('[recording]\nname_template = "/tmp/{call_id}"\n', "it leaves the recording folder"),
         pytest.param(
             "x = " + "[" * 3000 + "]" * 3000 + "\n", "malformed TOML: arrays or tables nested too deeply",
             id="nested-3000-deep",
