@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import enum
 import logging
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from models import HangupSide, Outcome, RecordingState
-from pbx_bridge.ari import AriClient, AriError, NotFound
+from pbx_bridge.ari import AriClient, AriError, Conflict, NotFound
 from pbx_bridge.calls.journal import (
     JOURNAL_ERRORS,
     CallEnd,
@@ -173,7 +174,12 @@ class CallFlow:
 
         self.pending = list(self.route.destinations)
         self.registry.bind_bridge(self.bridge_id, self)
-        await self.ari.create_bridge(bridge_id=self.bridge_id, name=self.bridge_id)
+        try:
+            await self.ari.create_bridge(bridge_id=self.bridge_id, name=self.bridge_id)
+        except Conflict:
+            # A previous pbx-bridge process made this call's bridge before it stopped.
+            await self._ignore_gone(self.ari.destroy_bridge(self.bridge_id))
+            await self.ari.create_bridge(bridge_id=self.bridge_id, name=self.bridge_id)
         self.bridge_created = True
         self.phase = Phase.RINGING
         await self._dial_next()
@@ -253,7 +259,10 @@ class CallFlow:
     async def _dial_next(self) -> None:
         while self.pending and self.caller_in_stasis:
             destination = self.pending.pop(0)
-            leg = Leg(channel_id=f"{self.channel_id}-{len(self.legs) + 1}", destination=destination)
+            # Unique across processes: a call taken over after a restart must not reuse a leg id
+            # that the previous process's leg may still hold in Asterisk.
+            leg_id = f"{self.channel_id}-{len(self.legs) + 1}-{secrets.token_hex(3)}"
+            leg = Leg(channel_id=leg_id, destination=destination)
             self.legs[leg.channel_id] = leg
             # Events of the new channel can arrive before the REST answer: bind its id first.
             self.registry.bind_channel(leg.channel_id, self)

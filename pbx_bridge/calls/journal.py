@@ -14,10 +14,11 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models import Call, Recording, RecordingState
@@ -35,7 +36,7 @@ OPEN_RETRY_DELAYS = (0.2, 1.0)
 WRITE_LATER_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 WRITE_LATER_FOR = 3600.0
 # Failures that mean the database cannot be used right now, as opposed to a bug.
-JOURNAL_ERRORS = (OperationalError, DBAPIError, OSError)
+JOURNAL_ERRORS = (OperationalError, InterfaceError, OSError, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -90,13 +91,18 @@ class Journal:
         # needs no SELECT first.
         self._rows: dict[int, Call] = {}
         self._recordings: dict[int, Recording] = {}
-        self._deferred: dict[asyncio.Task[None], tuple[CallStart, CallEnd]] = {}
+        # Background retries of writes that failed while the database was unreachable, each with
+        # what to log if it never succeeds.
+        self._deferred: dict[asyncio.Task[None], Callable[[str], None]] = {}
 
     async def open(self, start: CallStart) -> tuple[int, Route]:
         """Resolve the call's route and insert its row; return the row id and the route."""
         for delay in (*OPEN_RETRY_DELAYS, None):
             try:
                 return await self._open_once(start)
+            except IntegrityError:
+                # A previous pbx-bridge process opened this call's row before it stopped.
+                return await self._reopen(start)
             except JOURNAL_ERRORS as error:
                 if delay is None:
                     raise
@@ -143,6 +149,16 @@ class Journal:
         self._rows[call.id] = call
         return call.id, route
 
+    async def _reopen(self, start: CallStart) -> tuple[int, Route]:
+        async with self.database.transaction() as session:
+            route = await self.router.resolve(session, start.dialed_raw, start.started_at)
+            call = await session.scalar(select(Call).where(Call.channel_id == start.channel_id))
+            if call is None:
+                raise LookupError(f"journal row of channel {start.channel_id} not found after a conflict")
+            call.tags = sorted({*call.tags, "taken-over"})
+        self._rows[call.id] = call
+        return call.id, route
+
     async def answered(
         self,
         call_id: int,
@@ -173,12 +189,33 @@ class Journal:
             await enqueue_call_event(session, call, "call.answered")
 
     async def finish(self, call_id: int, end: CallEnd, recording: RecordingEnd | None) -> None:
-        """Complete the row, and the recording's row when the call had one."""
+        """Complete the row, and the recording's row when the call had one.
+
+        While the database is unreachable the write is retried in the background, so the call's
+        task is free and the row is completed once the database is back.
+        """
         try:
             await self._finish_once(call_id, end, recording)
-        finally:
-            self._rows.pop(call_id, None)
-            self._recordings.pop(call_id, None)
+        except JOURNAL_ERRORS as error:
+            log.warning(
+                "journal row %s: write failed (%s), retrying in the background",
+                call_id, type(error).__name__,
+            )
+            self._retry_in_background(
+                f"journal-finish-{call_id}",
+                lambda: self._finish_once(call_id, end, recording),
+                on_give_up=lambda reason: log.error(
+                    "journal row %s not completed (%s): %s", call_id, reason,
+                    json.dumps(dataclasses.asdict(end), default=str, ensure_ascii=False),
+                ),
+                cleanup=lambda: self._forget(call_id),
+            )
+            return
+        self._forget(call_id)
+
+    def _forget(self, call_id: int) -> None:
+        self._rows.pop(call_id, None)
+        self._recordings.pop(call_id, None)
 
     async def _finish_once(self, call_id: int, end: CallEnd, recording: RecordingEnd | None) -> None:
         async with self.database.transaction() as session:
@@ -210,34 +247,56 @@ class Journal:
 
     def write_later(self, start: CallStart, end: CallEnd) -> None:
         """Keep retrying the whole row of a call that ended while the database was unreachable."""
-        task = asyncio.create_task(self._write_when_back(start, end), name=f"journal-{start.channel_id}")
-        self._deferred[task] = (start, end)
-        task.add_done_callback(self._deferred.pop)
 
-    async def _write_when_back(self, start: CallStart, end: CallEnd) -> None:
+        async def write() -> None:
+            call_id, _ = await self._open_once(start)
+            await self._finish_once(call_id, end, None)
+            self._forget(call_id)
+            log.info("call %s: journal row written after the database came back", start.channel_id)
+
+        self._retry_in_background(
+            f"journal-{start.channel_id}", write,
+            on_give_up=lambda reason: _log_lost_row(start, end, reason),
+        )
+
+    def _retry_in_background(
+        self,
+        name: str,
+        write: Callable[[], Awaitable[None]],
+        on_give_up: Callable[[str], None],
+        cleanup: Callable[[], None] | None = None,
+    ) -> None:
+        task = asyncio.create_task(self._retry(write, on_give_up), name=name)
+        self._deferred[task] = on_give_up
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._deferred.pop(task, None)
+            if cleanup is not None:
+                cleanup()
+
+        task.add_done_callback(done)
+
+    async def _retry(self, write: Callable[[], Awaitable[None]], on_give_up: Callable[[str], None]) -> None:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + WRITE_LATER_FOR
         delays = iter(WRITE_LATER_DELAYS)
         delay = next(delays)
         while True:
+            await asyncio.sleep(delay)
             try:
-                call_id, _ = await self._open_once(start)
-                await self.finish(call_id, end, None)
+                await write()
+                return
             except JOURNAL_ERRORS as error:
                 if loop.time() + delay > give_up_at:
-                    _log_lost_row(start, end, f"database still unreachable: {type(error).__name__}")
+                    on_give_up(f"database still unreachable: {type(error).__name__}")
                     return
-                await asyncio.sleep(delay)
                 delay = next(delays, delay)
-                continue
-            log.info("call %s: journal row written after the database came back", start.channel_id)
-            return
 
     async def close(self) -> None:
-        """Stop retrying deferred rows; each one still unwritten goes to the log whole."""
-        for task, (start, end) in list(self._deferred.items()):
+        """Stop retrying deferred writes; each one still unwritten goes to the log whole."""
+        for task, on_give_up in list(self._deferred.items()):
             task.cancel()
-            _log_lost_row(start, end, "pbx-bridge stopped before the database came back")
+            on_give_up("pbx-bridge stopped before the database came back")
         await asyncio.gather(*self._deferred, return_exceptions=True)
 
     async def _attach(self, session: AsyncSession, call_id: int) -> Call:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pbx_bridge.ari import AriClient, AriError, NotFound
@@ -24,9 +23,9 @@ log = logging.getLogger("pbx_bridge.calls")
 RECORDING_FINISH_TIMEOUT = 5.0
 # Seconds `close` gives calls to hand their callers to the fallback before it cancels them.
 SHUTDOWN_TIMEOUT = 3.0
-# A channel in the application that no call owns is left alone while younger than this: its
-# StasisStart may still be on its way behind the reconnect.
-ORPHAN_MIN_AGE = timedelta(seconds=5)
+# Seconds to wait before taking over a channel that no call owns: its StasisStart may still be
+# on its way behind the reconnect.
+ORPHAN_GRACE_SECONDS = 1.0
 
 
 class StasisApp:
@@ -88,8 +87,10 @@ class StasisApp:
         else:
             self._start_call(event)
 
-    def _start_call(self, event: dict[str, Any]) -> None:
+    def _start_call(self, event: dict[str, Any], taken_over: bool = False) -> None:
         flow = CallFlow(event, self.ari, self.journal, self.config, self)
+        if taken_over:
+            flow.state.tags.add("taken-over")
         self._by_channel[flow.channel_id] = flow
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._queues[flow] = queue
@@ -198,31 +199,36 @@ class StasisApp:
             self._spawn(self._adopt_orphan(channel_id))
 
     async def _adopt_orphan(self, channel_id: str) -> None:
-        """Deal with a channel in the application that no call owns, such as one left by a
-        previous pbx-bridge process: unanswered callers go to the fallback, stray legs hang up."""
+        """Take over a channel in the application that no call owns.
+
+        That happens when its StasisStart was lost with the websocket, or when it was left by a
+        previous pbx-bridge process. An unanswered caller becomes a call like any other, a
+        stray outbound leg is hung up, and an answered channel is left to talk.
+        """
+        # Its StasisStart may still be on its way behind the reconnect: give it time to arrive.
+        await asyncio.sleep(ORPHAN_GRACE_SECONDS)
+        if channel_id in self._by_channel:
+            return
         try:
             channel = await self.ari.get_channel(channel_id)
         except AriError:
             return
-        created = _parse_time(channel.get("creationtime"))
-        if created is None or datetime.now(timezone.utc) - created < ORPHAN_MIN_AGE:
-            return
         if channel_id in self._by_channel:
             return
-        app_data = (channel.get("dialplan") or {}).get("app_data", "")
-        if f",{OUTBOUND_ARG}," in f"{app_data},":
+
+        # app_data is "calltracking,<args>" for a channel that entered Stasis from the dialplan.
+        args = (channel.get("dialplan") or {}).get("app_data", "").split(",")[1:]
+        if args and args[0] == OUTBOUND_ARG:
             log.warning("hanging up stray outbound channel %s", channel_id)
             await self._hang_up_quietly(channel_id)
-        elif channel.get("state") != "Up":
-            log.warning("channel %s waits in Stasis with no call; sending it to %s", channel_id, self.config.calls.fallback_context)
-            try:
-                await self.ari.continue_in_dialplan(channel_id, context=self.config.calls.fallback_context, extension=None, priority=1)
-            except AriError as error:
-                log.warning("cannot send channel %s to the fallback: %s", channel_id, error)
-        else:
+        elif channel.get("state") == "Up":
             # NOTE: an answered call left by a previous process keeps talking in its bridge, but
             # its journal row stays in progress: no event of it can be matched to a flow any more.
             log.warning("answered channel %s belongs to no known call; leaving it up", channel_id)
+        else:
+            log.warning("channel %s is in Stasis without a call; taking it over", channel_id)
+            start = {"type": "StasisStart", "timestamp": channel.get("creationtime"), "args": args, "channel": channel}
+            self._start_call(start, taken_over=True)
 
     async def close(self) -> None:
         """Stop handling calls; calls still ringing are sent to the fallback so none is lost.
@@ -237,12 +243,3 @@ class StasisApp:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.journal.close()
-
-
-def _parse_time(stamp: str | None) -> datetime | None:
-    if not stamp:
-        return None
-    try:
-        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z")
-    except ValueError:
-        return None

@@ -263,3 +263,27 @@ async def test_failing_destinations_journal_failed(serve, fake_asterisk, databas
     assert [attempt["status"] for attempt in row.attempts] == ["CONGESTION", "CHANUNAVAIL"]
     assert row.hangup_cause == 38
     assert fake_asterisk.live_channels() == []
+
+
+async def test_call_survives_service_restart(database_url, company, database, fake_asterisk, tmp_path):
+    from tests.calls.conftest import start_serve, write_config
+
+    config = write_config(tmp_path / "c.toml", database_url, fake_asterisk.url)
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=1.5, hangup_after=0.3))
+    first = await start_serve(config, fake_asterisk, tmp_path)
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_ringing(OFFICE), timeout=10)
+    first.process.kill()
+    await first.process.wait()
+    await fake_asterisk.wait_for(lambda: fake_asterisk.websocket_count == 0, timeout=10)
+
+    second = await start_serve(config, fake_asterisk, tmp_path)
+    try:
+        row = await journal_row(database, call.channel_id, timeout=20)
+    finally:
+        await second.stop()
+
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert "taken-over" in row.tags
+    assert fake_asterisk.live_channels() == []

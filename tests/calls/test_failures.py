@@ -9,9 +9,10 @@ from sqlalchemy.exc import OperationalError
 
 from pbx_bridge.calls.flow import CallFlow
 from pbx_bridge.calls.journal import Journal
+from pbx_bridge.calls.stasis import StasisApp
 from pbx_bridge.config import load_config
 from pbx_bridge.service import Service
-from tests.calls.conftest import OFFICE, TRACKED_DIALED, journal_row, write_config
+from tests.calls.conftest import OFFICE, TRACKED_DIALED, event_time, journal_row, write_config
 from tests.fake_asterisk import Answer
 
 
@@ -87,3 +88,50 @@ async def test_database_down_at_call_start_row_written_later(service, fake_aster
     assert row.caller_number == "+79161234567"
     assert row.error.startswith("journal unavailable: OperationalError")
     assert row.tags == ["fallback"]
+
+
+async def test_lost_stasis_start_call_taken_over(service, fake_asterisk, database, monkeypatch):
+    original = StasisApp._on_stasis_start
+    lost: list[str] = []
+
+    def lose_first_stasis_start(self, event):
+        if not lost:
+            lost.append(event["channel"]["id"])
+            return
+        original(self, event)
+
+    monkeypatch.setattr(StasisApp, "_on_stasis_start", lose_first_stasis_start)
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.2))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: lost == [call.channel_id], timeout=5)
+    await fake_asterisk.drop_websockets(refuse_for=0.1)
+
+    row = await journal_row(database, call.channel_id, timeout=15)
+
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert "taken-over" in row.tags
+    assert row.started_at == event_time(fake_asterisk, "StasisStart", call.channel_id)
+
+
+async def test_failed_final_write_is_retried(service, fake_asterisk, database, monkeypatch):
+    original = Journal._finish_once
+    failures: list[int] = []
+
+    async def finish_fails_once(self, call_id, end, recording):
+        if not failures:
+            failures.append(call_id)
+            raise OperationalError("UPDATE calls", {}, OSError("database is locked"))
+        await original(self, call_id, end, recording)
+
+    monkeypatch.setattr(Journal, "_finish_once", finish_fails_once)
+    monkeypatch.setattr("pbx_bridge.calls.journal.WRITE_LATER_DELAYS", (0.1,))
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id, timeout=10)
+
+    assert len(failures) == 1
+    assert row.id == failures[0]
+    assert row.outcome == "answered"
+    assert row.recording.state == "done"
