@@ -153,8 +153,12 @@ async def test_non_numeric_caller_id_kept_raw(serve, fake_asterisk, database, ca
     assert row.outcome == "answered"
 
 
-async def test_recording_failure_does_not_affect_call(serve, fake_asterisk, database):
-    fake_asterisk.fail_recordings(status=500)
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [(500, "Internal Server Error"), (409, "Recording with the same name already in progress")],
+)
+async def test_recording_failure_does_not_affect_call(serve, fake_asterisk, database, status, message):
+    fake_asterisk.fail_recordings(status=status, message=message)
     fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.2))
     call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
 
@@ -163,7 +167,8 @@ async def test_recording_failure_does_not_affect_call(serve, fake_asterisk, data
     assert row.outcome == "answered"
     assert row.hangup_side == "company"
     assert row.recording.state == "failed"
-    assert "500" in row.recording.error
+    assert str(status) in row.recording.error
+    assert message in row.recording.error
 
 
 async def test_second_call_is_not_first_time(serve, fake_asterisk, database):
