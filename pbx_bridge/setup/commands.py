@@ -50,10 +50,12 @@ def load_command(args: argparse.Namespace, config: Config) -> int:
 
     try:
         document = tomllib.loads(text)
+        positions = scan_positions(text)
     except tomllib.TOMLDecodeError as error:
         return _fail(_describe_toml_error(path, error), EXIT_INVALID)
+    except RecursionError:
+        return _fail(f"{path}: invalid TOML: arrays or tables nested too deeply", EXIT_INVALID)
 
-    positions = scan_positions(text)
     try:
         spec = parse_setup(document, config.calls.default_region)
         report = asyncio.run(_load(config, spec, dry_run=args.dry_run))

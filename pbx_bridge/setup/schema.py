@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 
 from models import ExhaustedPolicy, SourceKind
 from pbx_bridge.delivery.checks import (
@@ -26,7 +25,13 @@ from pbx_bridge.delivery.checks import (
     url_for_message,
     url_problem,
 )
-from pbx_bridge.phones import InvalidNumber, to_e164
+from pbx_bridge.inputs import (
+    MAX_DIAL_STRING_LENGTH,
+    InvalidOrigin,
+    is_dial_string,
+    normalize_origin,
+)
+from pbx_bridge.phones import InvalidNumber, NumberHasExtension, tracking_number_e164
 from pbx_bridge.setup.positions import KeyPath
 
 # Defaults of optional keys; they match the column defaults in models/.
@@ -39,7 +44,7 @@ DEFAULT_CURRENCY = "RUB"
 
 # Column sizes in models/, so a long value fails here with its line and not in the database.
 MAX_NAME_LENGTH = 200
-MAX_ENDPOINT_LENGTH = 200
+MAX_ENDPOINT_LENGTH = MAX_DIAL_STRING_LENGTH
 MAX_MATCH_LENGTH = 200
 MAX_HOST_LENGTH = 255
 MAX_DISPLAY_FORMAT_LENGTH = 64
@@ -50,11 +55,10 @@ MAX_WEBHOOK_SECRET_LENGTH = 200
 # Numeric(14, 2) in source_spend.amount.
 MAX_AMOUNT = Decimal("999999999999.99")
 
-# An Asterisk dial string: a channel technology, a slash and a resource, as in PJSIP/office.
-_ENDPOINT = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*/\S+$")
 _SITE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+$")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -204,13 +208,18 @@ class _Checker:
     # The first place of each E.164 number in the file, to report duplicates in any written form.
     number_paths: dict[str, KeyPath] = field(default_factory=dict)
     site_key_paths: dict[str, KeyPath] = field(default_factory=dict)
+    # Keys and values already reported for a NUL character; other checks stay silent on them.
+    nul_paths: set[KeyPath] = field(default_factory=set)
 
     def fail(self, path: KeyPath, message: str, *, first_path: KeyPath | None = None) -> None:
+        if path in self.nul_paths:
+            return
         self.problems.append(Problem(path, message, first_path))
 
     # -- document structure --------------------------------------------------------------
 
     def read_document(self, document: Mapping[str, Any]) -> SetupSpec:
+        self.reject_nul_characters(document)
         self.reject_unknown_keys(document, (), _DOCUMENT_KEYS, "the file")
         tables = self.table_list(document, (), "companies", "the file", required=True)
         companies: list[CompanySpec] = []
@@ -230,6 +239,38 @@ class _Checker:
             seen[company.name] = path
             companies.append(company)
         return SetupSpec(tuple(companies))
+
+    def reject_nul_characters(self, document: Mapping[str, Any]) -> None:
+        """Report every key and string that contains NUL, which PostgreSQL cannot store in text.
+
+        TOML allows NUL as the escape \\u0000, so without this walk the file would pass every
+        other check and fail only when the database rejects the row. The walk keeps its own
+        stack, so deep nesting cannot exceed Python's recursion limit.
+        """
+        stack: list[tuple[KeyPath, Any]] = [((), document)]
+        while stack:
+            path, value = stack.pop()
+            if isinstance(value, str):
+                if "\x00" in value:
+                    message = "contains a NUL character (\\u0000), which the database cannot store"
+                    self.fail(path, f"{_key_path_text(path)} {message}; remove it")
+                    self.nul_paths.add(path)
+                continue
+            if isinstance(value, dict):
+                children = list(value.items())
+            elif isinstance(value, list):
+                children = list(enumerate(value))
+            else:
+                continue
+            # Reversed, so the stack yields the children and their problems in file order.
+            for key, child in reversed(children):
+                child_path = path + (key,)
+                if isinstance(key, str) and "\x00" in key:
+                    parent = _key_path_text(path) or "the file"
+                    self.fail(child_path, f"a key in {parent} contains a NUL character (\\u0000); remove it")
+                    self.nul_paths.add(child_path)
+                    continue
+                stack.append((child_path, child))
 
     def read_company(self, table: Mapping[str, Any], path: KeyPath) -> CompanySpec | None:
         name = self.text(table, path, "name", "company", required=True, max_length=MAX_NAME_LENGTH)
@@ -316,7 +357,7 @@ class _Checker:
                 continue
             if endpoint is None:
                 continue
-            if len(endpoint) > MAX_ENDPOINT_LENGTH or not _ENDPOINT.match(endpoint):
+            if not is_dial_string(endpoint):
                 self.fail(
                     item_path,
                     f"{where}: destination {_show(endpoint)} is not an Asterisk dial string, "
@@ -541,14 +582,19 @@ class _Checker:
             return []
         origins: list[str] = []
         for index, origin in enumerate(value):
-            if not isinstance(origin, str) or not _is_origin(origin):
+            try:
+                if not isinstance(origin, str):
+                    raise InvalidOrigin(origin)
+                normalized = normalize_origin(origin)
+            except InvalidOrigin:
                 self.fail(
                     key_path + (index,),
                     f"{where}: allowed origin {_describe(origin)} is invalid, expected "
                     'scheme://host[:port] without a path, such as "https://example.ru"',
                 )
                 continue
-            origins.append(origin.rstrip("/"))
+            if normalized not in origins:
+                origins.append(normalized)
         return origins
 
     def read_default_number(
@@ -837,6 +883,9 @@ class _Checker:
             self.fail(path + (key,), f"{where}: {key} is {_describe(value)}, expected a string")
             return None
         stripped = value.strip()
+        if "\x00" in stripped:
+            # reject_nul_characters has reported it.
+            return None
         if not stripped:
             self.fail(path + (key,), f"{where}: {key} is empty, expected a non-empty string")
             return None
@@ -956,7 +1005,15 @@ class _Checker:
             )
             return None
         try:
-            number = to_e164(value, self.region)
+            number = tracking_number_e164(value, self.region)
+        except NumberHasExtension:
+            self.fail(
+                path,
+                f"{where}: {_show(value)} has an extension, but a tracking number cannot have "
+                "one because callers dial it directly; expected the number alone, such as "
+                '"+7 495 111-00-01"',
+            )
+            return None
         except InvalidNumber:
             self.fail(
                 path,
@@ -1006,24 +1063,23 @@ class _Checker:
         return name
 
 
-def _is_origin(text: str) -> bool:
-    try:
-        parts = urlsplit(text.rstrip("/"))
-        parts.port  # raises ValueError on a port that is not a number
-    except ValueError:
-        return False
-    return (
-        parts.scheme in ("http", "https")
-        and bool(parts.hostname)
-        and not parts.path
-        and not parts.query
-        and not parts.fragment
-        and not parts.username
-    )
+def _key_path_text(path: KeyPath) -> str:
+    """Write a key path as in companies[0].sources[1].name."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif text:
+            text += f".{part}"
+        else:
+            text = part
+    return text
 
 
 def _show(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """Quote a value as a TOML basic string, so control characters show as escapes."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + _CONTROL_CHARACTER.sub(lambda match: f"\\u{ord(match.group()):04x}", escaped) + '"'
 
 
 def _describe(value: Any) -> str:

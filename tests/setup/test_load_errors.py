@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from models import Company, Site
+from models import Company, Destination, Site
 from pbx_bridge.setup import loader
 from tests.setup.conftest import SAMPLE_FILE, Cli
 
@@ -130,6 +130,37 @@ BAD_FILES = [
         'kind = "offline"',
         'kind = "offline"\nnumbers = ["+7 495 222-00-03"]',
         '"numbers" is a key of the company',
+    ),
+    (
+        "name-with-nul",
+        'name = "Газета"',
+        'name = "Газ\\u0000ета"',
+        "companies[0].sources[0].name contains a NUL character (\\u0000), which the database "
+        "cannot store",
+    ),
+    (
+        "destination-with-nul",
+        'destinations = ["PJSIP/office"]',
+        'destinations = ["PJSIP/off\\u0000ice"]',
+        "companies[0].destinations[0] contains a NUL character",
+    ),
+    (
+        "number-with-extension",
+        '  { number = "+7 495 222-00-02", source = "Газета" },',
+        '  { number = "+7 495 222-00-02 ext 5", source = "Газета" },',
+        '"+7 495 222-00-02 ext 5" has an extension, but a tracking number cannot have one',
+    ),
+    (
+        "pool-number-with-extension",
+        'numbers = ["+7 495 222-00-11"]',
+        'numbers = ["8 (495) 222-00-11 доб. 7"]',
+        '"8 (495) 222-00-11 доб. 7" has an extension',
+    ),
+    (
+        "origin-with-path",
+        'name = "okna.ru"',
+        'name = "okna.ru"\nallowed_origins = ["https://okna.ru/contacts"]',
+        'allowed origin a string "https://okna.ru/contacts" is invalid',
     ),
     (
         "malformed-toml",
@@ -262,3 +293,42 @@ def test_failure_after_writes_rolls_back(
     assert result.status == 1
     assert "connection lost" in result.err
     assert loaded.rows() == before
+
+
+def test_deeply_nested_toml_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "nested.toml"
+    path.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+
+    result = cli.load(path)
+
+    assert result.status == 2
+    assert result.err == f"pbx-bridge: {path}: invalid TOML: arrays or tables nested too deeply\n"
+
+
+def test_allowed_origins_stored_normalized(cli: Cli, tmp_path: Path) -> None:
+    origins = '["https://OKNA.RU:443", "http://Окна.рф:80/", "http://okna.ru:8080", "https://okna.ru"]'
+    path = tmp_path / "origins.toml"
+    path.write_text(
+        BASE_FILE.replace('name = "okna.ru"', f'name = "okna.ru"\nallowed_origins = {origins}'),
+        encoding="utf-8",
+    )
+
+    result = cli.load(path)
+
+    assert result.status == 0, result.err
+    [(stored,)] = cli.fetch(select(Site.allowed_origins))
+    assert stored == ["https://okna.ru", "http://xn--80atjc.xn--p1ai", "http://okna.ru:8080"]
+
+
+def test_dial_string_newline_rejected(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "newline.toml"
+    path.write_text(
+        BASE_FILE.replace('destinations = ["PJSIP/office"]', 'destinations = ["PJSIP/office\\n"]'),
+        encoding="utf-8",
+    )
+
+    result = cli.load(path)
+
+    assert result.status == 2
+    assert f'{path}:6: company "Окна": destination "PJSIP/office\\u000a" is not an Asterisk dial string' in result.err
+    assert cli.fetch(select(Destination.endpoint)) == []
