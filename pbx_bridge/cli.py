@@ -8,8 +8,10 @@ import json
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from pbx_bridge import __version__
-from pbx_bridge.config import Config, ConfigError, load_config, masked
+from pbx_bridge.config import Config, ConfigError, load_config, mask_url, masked
 
 EXIT_USAGE = 2
 
@@ -99,6 +101,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args, config)
     except KeyboardInterrupt:
         return 130
+    except EOFError:
+        print("pbx-bridge: input ended before the command had what it needed", file=sys.stderr)
+        return 1
+    except (OSError, SQLAlchemyError) as error:
+        # Commands that reach the database end here when it is down: one line, not a traceback.
+        print(f"pbx-bridge: database {mask_url(config.database.url)} failed: {_first_line(error)}", file=sys.stderr)
+        return 1
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:

@@ -177,3 +177,16 @@ def test_config_show_prints_masked_json(tmp_path, capsys, monkeypatch):
     assert '"username": "ct"' in out
     assert "ari-secret" not in out
     assert '"password": "********"' in out
+
+
+@pytest.mark.parametrize("command", [["db", "current"], ["db", "upgrade"]])
+def test_cli_database_down_one_line(tmp_path, capsys, command):
+    path = write(tmp_path, '[database]\nurl = "postgresql+asyncpg://nobody:db-secret@127.0.0.1:1/none"\n')
+
+    status = main(["--config", str(path), *command])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("pbx-bridge: database postgresql+asyncpg://nobody:********@127.0.0.1:1/none failed:")
+    assert err.count("\n") == 1
+    assert "db-secret" not in err
