@@ -31,6 +31,14 @@ async def test_journal_in_russian_by_default(world: World) -> None:
     assert '<html lang="ru">' in text
 
 
+async def test_page_title_translated(world: World) -> None:
+    await _login(world)
+    russian = await (await world.client.get("/dashboard")).text()
+    english = await (await world.client.get("/dashboard?lang=en")).text()
+    assert "— Журнал звонков</title>" in russian
+    assert "— Call journal</title>" in english
+
+
 async def test_journal_in_english_on_request(world: World) -> None:
     await _login(world)
     text = await (await world.client.get("/dashboard?lang=en")).text()
