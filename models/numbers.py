@@ -73,10 +73,11 @@ class TrackingNumber(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Pool numbers only: the session holding the number and the end of its hold. Leasing claims a
     # number with one conditional UPDATE of these columns, which keeps allocation race-free.
-    # A number that was never leased has held_until at the epoch rather than NULL, so the
-    # (pool_id, held_until) index returns the longest-free numbers first on both backends.
+    # A number that was never leased has held_until at the epoch. The column is NOT NULL, so
+    # "free" is the plain range held_until < now, and the (pool_id, state, held_until, id) index
+    # hands a claim the longest-free number without scanning or sorting the pool.
     held_by_session_id: Mapped[int | None] = mapped_column(Integer)
-    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=NEVER_HELD)
+    held_until: Mapped[datetime] = mapped_column(UTCDateTime(), default=NEVER_HELD)
 
     company: Mapped[Company] = relationship()
     source: Mapped[Source | None] = relationship()
@@ -91,7 +92,7 @@ class TrackingNumber(Base):
         ),
         Index(None, "pool_id"),
         Index(None, "held_by_session_id"),
-        Index(None, "pool_id", "held_until"),
+        Index(None, "pool_id", "state", "held_until", "id"),
     )
 
 
