@@ -72,7 +72,8 @@ class CallsConfig:
     fallback_context: str = "calltracking-fallback"
     # Region for numbers written in national form, such as "8 (495) 111-00-01" in RU.
     default_region: str = "RU"
-    # Seconds the call flow keeps a tracking number's settings before reading them again.
+    # Seconds the call flow keeps a tracking number's settings and its company's webhooks
+    # before reading them again.
     route_cache_seconds: float = 10.0
 
 

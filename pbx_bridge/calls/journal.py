@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models import Call, Recording, RecordingState
 from pbx_bridge.calls.routing import Route, Router
 from pbx_bridge.config import CallsConfig
-from pbx_bridge.delivery.outbox import enqueue_call_event
+from pbx_bridge.delivery.outbox import company_webhooks, enqueue_call_event
 from pbx_bridge.storage import Database
 
 log = logging.getLogger("pbx_bridge.calls")
@@ -87,6 +88,9 @@ class Journal:
     def __init__(self, database: Database, calls: CallsConfig) -> None:
         self.database = database
         self.router = Router(calls)
+        self.calls = calls
+        # Company id -> (expiry, webhooks), kept as long as number settings (route_cache_seconds).
+        self._webhooks: dict[int, tuple[float, list[Any]]] = {}
         # Rows of calls in progress, kept detached between transactions so that an update
         # needs no SELECT first.
         self._rows: dict[int, Call] = {}
@@ -145,7 +149,7 @@ class Journal:
             )
             session.add(call)
             await session.flush()
-            await enqueue_call_event(session, call, "call.started")
+            await self._enqueue(session, call, "call.started")
         self._rows[call.id] = call
         return call.id, route
 
@@ -186,7 +190,7 @@ class Journal:
                 )
                 session.add(row)
                 self._recordings[call_id] = row
-            await enqueue_call_event(session, call, "call.answered")
+            await self._enqueue(session, call, "call.answered")
 
     async def finish(self, call_id: int, end: CallEnd, recording: RecordingEnd | None) -> None:
         """Complete the row, and the recording's row when the call had one.
@@ -243,7 +247,7 @@ class Journal:
                 row.duration_seconds = recording.duration_seconds
                 if recording.error:
                     row.error = recording.error[:2000]
-            await enqueue_call_event(session, call, "call.ended")
+            await self._enqueue(session, call, "call.ended")
 
     def write_later(self, start: CallStart, end: CallEnd) -> None:
         """Keep retrying the whole row of a call that ended while the database was unreachable."""
@@ -298,6 +302,18 @@ class Journal:
             task.cancel()
             on_give_up("pbx-bridge stopped before the database came back")
         await asyncio.gather(*self._deferred, return_exceptions=True)
+
+    async def _enqueue(self, session: AsyncSession, call: Call, event: str) -> None:
+        webhooks: list[Any] = []
+        if call.company_id is not None:
+            now = time.monotonic()
+            cached = self._webhooks.get(call.company_id)
+            if cached is None or cached[0] <= now:
+                webhooks = await company_webhooks(session, call.company_id)
+                self._webhooks[call.company_id] = (now + self.calls.route_cache_seconds, webhooks)
+            else:
+                webhooks = cached[1]
+        await enqueue_call_event(session, call, event, webhooks)
 
     async def _attach(self, session: AsyncSession, call_id: int) -> Call:
         """Return the call's row in `session`, re-attached without a SELECT when it is at hand."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -90,21 +91,34 @@ def configure(config: Config) -> None:
     )
 
 
-async def enqueue_call_event(session: AsyncSession, call: models.Call, event: str) -> None:
+async def company_webhooks(session: AsyncSession, company_id: int) -> list[Any]:
+    """Return the enabled webhooks of a company as (id, url, events) rows."""
+    rows = await session.execute(
+        select(Webhook.id, Webhook.url, Webhook.events).where(
+            Webhook.company_id == company_id, Webhook.enabled.is_(True)
+        )
+    )
+    return list(rows)
+
+
+async def enqueue_call_event(
+    session: AsyncSession,
+    call: models.Call,
+    event: str,
+    webhooks: Sequence[Any] | None = None,
+) -> None:
     """Write the deliveries for `event` ("call.started", "call.answered", "call.ended") of `call`
-    to the outbox inside the caller's transaction (the journal change and its deliveries commit together)."""
+    to the outbox inside the caller's transaction (the journal change and its deliveries commit together).
+
+    `webhooks`, from `company_webhooks`, spares the look-up to a caller that keeps them at hand.
+    """
     event = CallEvent(event).value
     if call.id is None:
         await session.flush()
 
-    webhooks = []
-    if call.company_id is not None:
-        rows = await session.execute(
-            select(Webhook.id, Webhook.url, Webhook.events).where(
-                Webhook.company_id == call.company_id, Webhook.enabled.is_(True)
-            )
-        )
-        webhooks = [row for row in rows if event in row.events]
+    if webhooks is None:
+        webhooks = [] if call.company_id is None else await company_webhooks(session, call.company_id)
+    webhooks = [row for row in webhooks if event in row.events]
 
     visitor = None
     if call.session_id is not None:
