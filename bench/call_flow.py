@@ -39,8 +39,8 @@ from tests.fake_asterisk import Answer, FakeAsterisk  # noqa: E402
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-RING_SECONDS = 1.0
-TALK_SECONDS = 1.0
+RING_SECONDS = 2.0
+TALK_SECONDS = 6.0
 
 
 async def main() -> None:
@@ -158,8 +158,11 @@ async def _wait_journal(database: Database, calls: int) -> None:
 
 def _reactions(fake: FakeAsterisk) -> dict[str, list[float]]:
     first_request: dict[tuple[str, str], float] = {}
+    caller_of_leg: dict[str, str] = {}
     for request in fake.requests:
         first_request.setdefault((request.method, request.path), request.at)
+        if request.rest == "POST /channels/create":
+            caller_of_leg[request.params["channelId"]] = request.params["appArgs"].split(",")[1]
 
     pairs = {"StasisStart -> ring": [], "leg StasisStart -> dial": [], "Dial ANSWER -> answer": []}
     for event in fake.events:
@@ -171,7 +174,7 @@ def _reactions(fake: FakeAsterisk) -> dict[str, list[float]]:
             else:
                 key, label = ("POST", f"/channels/{channel}/ring"), "StasisStart -> ring"
         elif event["type"] == "Dial" and event.get("dialstatus") == "ANSWER":
-            caller = event["peer"]["id"].rsplit("-", 1)[0]
+            caller = caller_of_leg.get(event["peer"]["id"], "")
             key, label = ("POST", f"/channels/{caller}/answer"), "Dial ANSWER -> answer"
         else:
             continue

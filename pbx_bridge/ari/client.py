@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -134,6 +134,22 @@ class AriClient:
     async def get_application(self) -> Any:
         return await self._request(
             "GET", "/applications/{applicationName}", self.app, applicationName=self.app
+        )
+
+    async def set_event_filter(
+        self, allowed: Sequence[str] = (), disallowed: Sequence[str] = ()
+    ) -> Any:
+        """Limit the event types Asterisk sends this application (Asterisk 13.26 and 16.3 on).
+
+        Empty lists mean no limit; both lists are replaced.
+        """
+        body = {
+            "allowed": [{"type": name} for name in allowed],
+            "disallowed": [{"type": name} for name in disallowed],
+        }
+        return await self._request(
+            "PUT", "/applications/{applicationName}/eventFilter", self.app,
+            applicationName=self.app, body=body,
         )
 
     async def list_channels(self) -> Any:

@@ -69,6 +69,8 @@ class Leg:
     in_stasis: bool = False
     status: str | None = None
     done: bool = False
+    # Set once Asterisk reported the leg's StasisEnd or ChannelDestroyed: nothing left to hang up.
+    gone: bool = False
 
 
 @dataclass(frozen=True)
@@ -307,7 +309,8 @@ class CallFlow:
 
     async def _attempt_failed(self, leg: Leg, status: str, error: str | None = None) -> None:
         self._close_attempt(leg, status, error)
-        await self._ignore_gone(self.ari.hangup(leg.channel_id))
+        if not leg.gone:
+            await self._ignore_gone(self.ari.hangup(leg.channel_id))
         log.info("call %s: %s did not answer (%s)", self.channel_id, leg.destination.endpoint, status)
         if self.phase is Phase.RINGING:
             await self._dial_next()
@@ -423,6 +426,7 @@ class CallFlow:
         leg = self.legs.get(channel_id)
         if leg is None:
             return
+        leg.gone = True
         if leg is self.state.answered_leg:
             await self._on_company_hung_up(at)
         elif not leg.done:
@@ -498,18 +502,18 @@ class CallFlow:
         )
 
     async def _teardown(self) -> None:
-        """Hang up every leg and the caller, stop the recording, destroy the bridge.
+        """Hang up every leg and the caller, then destroy the bridge, which ends its recording.
 
         Each step tolerates what is already gone: Asterisk answers 404 for a vanished channel,
         bridge or recording, which here means the step is done.
         """
         for leg in self.legs.values():
-            await self._ignore_gone(self.ari.hangup(leg.channel_id))
+            if not leg.gone:
+                await self._ignore_gone(self.ari.hangup(leg.channel_id))
         if self.caller_in_stasis:
             await self._ignore_gone(self.ari.hangup(self.channel_id))
             self.caller_in_stasis = False
-        if self.recording_pending:
-            await self._ignore_gone(self.ari.stop_recording(self.recording_name))
+        # Destroying the bridge also ends its recording, and Asterisk then sends RecordingFinished.
         if self.bridge_created:
             await self._ignore_gone(self.ari.destroy_bridge(self.bridge_id))
 

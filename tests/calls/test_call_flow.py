@@ -292,3 +292,16 @@ async def test_call_survives_service_restart(database_url, company, database, fa
     assert row.hangup_side == "company"
     assert "taken-over" in row.tags
     assert fake_asterisk.live_channels() == []
+
+
+async def test_service_limits_events_to_those_it_reads(serve, fake_asterisk, database):
+    from pbx_bridge.calls.stasis import EVENT_TYPES
+
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await journal_row(database, call.channel_id)
+
+    allowed, disallowed = fake_asterisk.event_filters["calltracking"]
+    assert allowed == frozenset(EVENT_TYPES)
+    assert disallowed == frozenset()
+    assert {event["type"] for event in fake_asterisk.events} <= set(EVENT_TYPES)

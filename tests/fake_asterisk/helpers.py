@@ -41,9 +41,10 @@ class AriTestClient:
         if self._socket is not None:
             await self._socket.close()
 
-    async def request(self, method: str, path: str, **params: Any) -> tuple[int, Any]:
-        """Send a REST request; return the status and the decoded JSON body (None when empty)."""
-        async with self.http.request(method, f"{self.fake.url}/ari{path}",
+    async def request(self, method: str, path: str, body: Any = None, **params: Any) -> tuple[int, Any]:
+        """Send a REST request with query `params` and an optional JSON `body`; return the
+        status and the decoded JSON answer (None when empty)."""
+        async with self.http.request(method, f"{self.fake.url}/ari{path}", json=body,
                                      params={k: str(v) for k, v in params.items()}) as response:
             text = await response.text()
             return response.status, json.loads(text) if text else None

@@ -96,6 +96,7 @@ class RestApi:
             web.get("/ari/asterisk/info", self.asterisk_info),
             web.get("/ari/applications", self.list_applications),
             web.get("/ari/applications/{app}", self.get_application),
+            web.put("/ari/applications/{app}/eventFilter", self.filter_application),
             web.get("/ari/channels", self.list_channels),
             web.post("/ari/channels", self.originate),
             web.post("/ari/channels/create", self.create_channel),
@@ -155,13 +156,42 @@ class RestApi:
             return error(404, "Application not found")
         return web.json_response(self._application(app))
 
+    async def filter_application(self, request: web.Request) -> web.Response:
+        """Set the application's allowed and disallowed event types (PUT .../eventFilter).
+
+        A list given replaces that list, a list left out keeps it, and an empty body clears both.
+        """
+        app = request.match_info["app"]
+        if app not in self.fake.registered_apps:
+            return error(404, "Application not found")
+        params = request[PARAMS]
+        allowed, disallowed = self.fake.event_filters.get(app, (frozenset(), frozenset()))
+        updates = {}
+        for key in ("allowed", "disallowed"):
+            if key not in params:
+                continue
+            entries = params[key]
+            if not isinstance(entries, list) or not all(
+                isinstance(entry, dict) and isinstance(entry.get("type"), str) for entry in entries
+            ):
+                return error(400, "Invalid format definition")
+            updates[key] = frozenset(entry["type"] for entry in entries)
+        if not any(key in params for key in ("allowed", "disallowed")):
+            updates = {"allowed": frozenset(), "disallowed": frozenset()}
+        self.fake.event_filters[app] = (
+            updates.get("allowed", allowed), updates.get("disallowed", disallowed)
+        )
+        return web.json_response(self._application(app))
+
     def _application(self, app: str) -> dict[str, Any]:
         channel_ids = [channel.id for channel in self.pbx.channels.values()
                        if app in self.pbx.channel_apps(channel)]
         bridge_ids = [bridge.id for bridge in self.pbx.bridges.values() if app in bridge.apps]
+        allowed, disallowed = self.fake.event_filters.get(app, (frozenset(), frozenset()))
         return {"name": app, "channel_ids": channel_ids, "bridge_ids": bridge_ids,
-                "endpoint_ids": [], "device_names": [], "events_allowed": [],
-                "events_disallowed": []}
+                "endpoint_ids": [], "device_names": [],
+                "events_allowed": [{"type": name} for name in sorted(allowed)],
+                "events_disallowed": [{"type": name} for name in sorted(disallowed)]}
 
     # Channels
 

@@ -77,6 +77,8 @@ class FakeAsterisk:
                        inbound_contexts=frozenset(inbound_contexts))
         self.requests: list[RecordedRequest] = []
         self.events: list[dict[str, Any]] = []
+        # Application name -> (allowed, disallowed) event types set by PUT .../eventFilter.
+        self.event_filters: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
         self.undelivered_events: list[dict[str, Any]] = []
         self.registered_apps: set[str] = set()
         self.started_at = time.time()
@@ -241,6 +243,9 @@ class FakeAsterisk:
         return app in self._sessions
 
     def _deliver(self, app: str, event: dict[str, Any]) -> None:
+        allowed, disallowed = self.event_filters.get(app, (frozenset(), frozenset()))
+        if event["type"] in disallowed or (allowed and event["type"] not in allowed):
+            return
         session = self._sessions.get(app)
         if session is None:
             self.undelivered_events.append(event)

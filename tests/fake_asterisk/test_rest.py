@@ -314,3 +314,28 @@ async def test_requests_are_recorded(fake_asterisk: FakeAsterisk) -> None:
     assert recorded[0].rest == "POST /bridges"
     assert recorded[0].params == {"type": "mixing", "name": "ct-1"}
     assert recorded[0].status == 200
+
+
+async def test_event_filter_limits_delivered_events(fake_asterisk: FakeAsterisk) -> None:
+    async with ari_client(fake_asterisk) as client:
+        status, application = await client.request(
+            "PUT", "/applications/calltracking/eventFilter",
+            body={"allowed": [{"type": "StasisStart"}, {"type": "StasisEnd"}]},
+        )
+        call = await fake_asterisk.incoming_call("74951110001", caller_number="+79161234567")
+        await fake_asterisk.caller_hangs_up(call.channel_id, cause=16)
+
+    assert status == 200
+    assert application["events_allowed"] == [{"type": "StasisEnd"}, {"type": "StasisStart"}]
+    assert application["events_disallowed"] == []
+    assert [event["type"] for event in fake_asterisk.events] == ["StasisStart", "StasisEnd"]
+
+
+async def test_event_filter_rejects_malformed_body(fake_asterisk: FakeAsterisk) -> None:
+    async with ari_client(fake_asterisk) as client:
+        status, body = await client.request(
+            "PUT", "/applications/calltracking/eventFilter", body={"allowed": ["StasisStart"]}
+        )
+
+    assert status == 400
+    assert body == {"message": "Invalid format definition"}
