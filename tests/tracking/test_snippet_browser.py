@@ -6,12 +6,14 @@ import asyncio
 import shutil
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 import models
 from pbx_bridge.config import Config, TrackingConfig
@@ -89,9 +91,15 @@ async def _serve_pages(extra: str = "") -> tuple[TestServer, dict[str, str]]:
 
 @pytest.fixture
 async def stand(database) -> AsyncIterator[Stand]:
+    async with _stand(database, pool_size=3) as running:
+        yield running
+
+
+@asynccontextmanager
+async def _stand(database, *, pool_size: int) -> AsyncIterator[Stand]:
     pages, settings = await _serve_pages()
     page_origin = f"http://127.0.0.1:{pages.port}"
-    site = await create_site(database, pool_size=3, origins=(page_origin,))
+    site = await create_site(database, pool_size=pool_size, origins=(page_origin,))
 
     config = replace(Config(), tracking=TrackingConfig(site_cache_seconds=0.0))
     api = TestServer(build_app(AppContext(config=config, database=database)), host="127.0.0.1")
@@ -224,4 +232,162 @@ async def test_unreachable_api_keeps_original_numbers(browser, database):
     assert number is None
     assert texts["text"] == "Call us: +7 (495) 000-00-01 or 8 495 000 00 01."
     assert texts["link"] == "tel:+74950000001"
+    assert texts["marked"] == "phone"
+
+
+# A session id that no visitor has, so a number held by it is another visitor's to the page.
+OTHER_SESSION_ID = 999_999
+LINK_CHANGED = "href => document.getElementById('link').getAttribute('href') !== href"
+LINK_IS = "href => document.getElementById('link').getAttribute('href') === href"
+
+
+async def _give_number_to_other_visitor(database, e164: str) -> None:
+    async with database.transaction() as session:
+        await session.execute(
+            update(models.TrackingNumber)
+            .where(models.TrackingNumber.number == e164)
+            .values(
+                held_by_session_id=OTHER_SESSION_ID,
+                held_until=datetime(2100, 1, 1, tzinfo=timezone.utc),
+            )
+        )
+
+
+async def _wait_for(page, expression: str, arg: object = None) -> None:
+    # The snippet reacts within milliseconds, so a failing test need not wait Playwright's 30 s.
+    await page.wait_for_function(expression, arg=arg, timeout=5_000)
+
+
+async def _send_heartbeat(page) -> int:
+    """Make the snippet send a heartbeat now, as it does when the tab becomes visible again."""
+    async with page.expect_response("**/api/v1/track/heartbeat") as response:
+        await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    return (await response.value).status
+
+
+async def test_lost_lease_shows_new_number(browser, stand, database):
+    context = await browser.new_context()
+    page, first = await _open(context, stand.page_url)
+    await _give_number_to_other_visitor(database, first["e164"])
+
+    status = await _send_heartbeat(page)
+    await _wait_for(page, LINK_CHANGED, f"tel:{first['e164']}")
+    second = await page.evaluate("window.pbxCallTracking.number()")
+    texts = await _texts(page)
+    await context.close()
+
+    national = second["e164"][2:]
+    assert status == 409
+    assert second["e164"] != first["e164"]
+    assert second["e164"] in stand.site.pool_numbers
+    assert texts["text"] == (
+        f"Call us: +7 ({national[:3]}) {national[3:6]}-{national[6:8]}-{national[8:]} "
+        f"or 8 {national[:3]} {national[3:6]} {national[6:8]} {national[8:]}."
+    )
+    assert texts["other"] == "Our office: +7 (495) 222-33-44."
+    assert texts["link"] == f"tel:{second['e164']}"
+    assert texts["nationalLink"] == f"tel:8{national}"
+    assert texts["marked"] == second["display"]
+
+
+async def test_lost_lease_swaps_added_content(browser, stand, database):
+    context = await browser.new_context()
+    page, first = await _open(context, stand.page_url)
+    await _give_number_to_other_visitor(database, first["e164"])
+    await _send_heartbeat(page)
+    await _wait_for(page, LINK_CHANGED, f"tel:{first['e164']}")
+    second = await page.evaluate("window.pbxCallTracking.number()")
+
+    # Content added later may still carry the lost number, copied from the page before.
+    await page.evaluate(
+        """old => {
+            const link = document.createElement('a');
+            link.id = 'late';
+            link.href = 'tel:' + old;
+            document.body.appendChild(link);
+        }""",
+        first["e164"],
+    )
+    await _wait_for(
+        page, "old => document.getElementById('late').getAttribute('href') !== old", f"tel:{first['e164']}"
+    )
+    late_link = await page.evaluate("document.getElementById('late').getAttribute('href')")
+    await context.close()
+
+    assert late_link == f"tel:{second['e164']}"
+
+
+async def test_heartbeat_after_restart_holds_new_number(browser, stand, database):
+    context = await browser.new_context()
+    page, first = await _open(context, stand.page_url)
+    await _give_number_to_other_visitor(database, first["e164"])
+    await _send_heartbeat(page)
+    await _wait_for(page, LINK_CHANGED, f"tel:{first['e164']}")
+
+    status = await _send_heartbeat(page)
+    async with database.sessions() as session:
+        sessions = (await session.execute(select(models.VisitorSession.id))).scalars().all()
+    await context.close()
+
+    assert status == 200
+    assert len(sessions) == 2
+
+
+async def test_lost_lease_fires_number_event(browser, stand, database):
+    context = await browser.new_context()
+    page, first = await _open(context, stand.page_url)
+    await page.evaluate(
+        """() => {
+            window.numberEvents = [];
+            window.addEventListener(
+                'pbxcalltracking:number', event => window.numberEvents.push(event.detail)
+            );
+        }"""
+    )
+    await _give_number_to_other_visitor(database, first["e164"])
+
+    await _send_heartbeat(page)
+    await _wait_for(page, "window.numberEvents.length > 0")
+    events = await page.evaluate("window.numberEvents")
+    second = await page.evaluate("window.pbxCallTracking.number()")
+    await context.close()
+
+    assert events == [second]
+    assert second["e164"] != first["e164"]
+
+
+async def test_lost_lease_in_full_pool_shows_site_number(browser, database):
+    async with _stand(database, pool_size=1) as stand:
+        context = await browser.new_context()
+        page, first = await _open(context, stand.page_url)
+        await _give_number_to_other_visitor(database, first["e164"])
+
+        await _send_heartbeat(page)
+        await _wait_for(page, LINK_IS, "tel:+74950000001")
+        second = await page.evaluate("window.pbxCallTracking.number()")
+        texts = await _texts(page)
+        await context.close()
+
+    assert first["e164"] == stand.site.pool_numbers[0]
+    assert second == {"e164": stand.site.default_number, "display": "+7 (495) 000-00-01"}
+    assert texts["text"] == "Call us: +7 (495) 000-00-01 or 8 495 000 00 01."
+    assert texts["nationalLink"] == "tel:84950000001"
+    assert texts["marked"] == "+7 (495) 000-00-01"
+
+
+async def test_failed_restart_restores_original_numbers(browser, stand, database):
+    context = await browser.new_context()
+    page, first = await _open(context, stand.page_url)
+    await _give_number_to_other_visitor(database, first["e164"])
+    await page.route("**/api/v1/track/session", lambda route: route.abort())
+
+    await _send_heartbeat(page)
+    await _wait_for(page, LINK_IS, "tel:+74950000001")
+    number = await page.evaluate("window.pbxCallTracking.number()")
+    texts = await _texts(page)
+    await context.close()
+
+    assert number is None
+    assert texts["text"] == "Call us: +7 (495) 000-00-01 or 8 495 000 00 01."
+    assert texts["nationalLink"] == "tel:84950000001"
     assert texts["marked"] == "phone"

@@ -3,8 +3,11 @@
  *   <script async src="https://PBX-BRIDGE-HOST/ct.js" data-site-key="SITE-KEY"></script>
  * It asks pbx-bridge for the number this visitor should see and swaps the site's number in
  * text, in tel: links and in elements marked with data-ct-phone. Any failure leaves the page
- * with its original numbers. API: window.pbxCallTracking.number() returns a Promise of
- * {e164, display} or null.
+ * with its original numbers. When a heartbeat finds that the number went to another visitor, the
+ * snippet starts a new session and shows its number instead, or the original numbers if that fails.
+ * API: window.pbxCallTracking.number() returns a Promise of the number shown now, {e164, display},
+ * or null. Each later change fires a "pbxcalltracking:number" event on window with the same value
+ * in event.detail.
  */
 (function () {
   "use strict";
@@ -19,12 +22,30 @@
   var TAGS = ["utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term",
               "gclid", "yclid", "fbclid", "msclkid"];
   var SKIPPED = { SCRIPT: 1, STYLE: 1, NOSCRIPT: 1, TEXTAREA: 1, INPUT: 1, SELECT: 1 };
-  var state = { session: null, patterns: [], target: null, timer: null, observer: null };
+  var state = {
+    visitor: null,
+    // The session whose pool number the page shows, or null while the page shows no pool number.
+    session: null,
+    // The site's own number, which the page shows again when tracking stops.
+    siteNumber: null,
+    // Every number the page may still show in place of the target: the site's own numbers and
+    // the numbers of earlier sessions of this page view.
+    replaced: [],
+    patterns: [],
+    target: null,
+    // The formatted target for data-ct-phone elements. Null puts back their original content.
+    display: null,
+    originals: new WeakMap(),
+    timer: null,
+    observer: null,
+    restarting: false
+  };
+  // Settles when the first session start ends, after which number() reads the number shown.
   var resolveReady;
   var ready = new Promise(function (resolve) { resolveReady = resolve; });
 
   window.pbxCallTracking = {
-    number: function () { return ready; }
+    number: function () { return ready.then(current); }
   };
 
   function store(kind) {
@@ -116,6 +137,7 @@
   }
 
   function rewrite(text) {
+    if (!state.target) return text;
     var national = state.target.national;
     var changed = text;
     state.patterns.forEach(function (regex) {
@@ -136,29 +158,39 @@
       return;
     }
     if (node.nodeType !== 1 || SKIPPED[node.nodeName]) return;
-    if (node.hasAttribute("data-ct-phone")) {
-      if (node.textContent !== state.display) node.textContent = state.display;
-    }
+    if (node.hasAttribute("data-ct-phone")) swapMarked(node);
     var links = node.nodeName === "A" ? [node] : node.querySelectorAll("a[href^='tel:']");
     Array.prototype.forEach.call(links, function (link) {
       var href = link.getAttribute("href") || "";
-      if (href.indexOf("tel:") !== 0) return;
-      var replaced = link.hasAttribute("data-ct-phone") ? "tel:" + state.target.e164 : rewrite(href);
+      if (href.indexOf("tel:") !== 0 || link.hasAttribute("data-ct-phone")) return;
+      var replaced = rewrite(href);
       if (replaced !== href) link.setAttribute("href", replaced);
     });
     var marked = node.querySelectorAll("[data-ct-phone]");
-    Array.prototype.forEach.call(marked, function (element) {
-      if (element.textContent !== state.display) element.textContent = state.display;
-      if (element.nodeName === "A") element.setAttribute("href", "tel:" + state.target.e164);
-    });
+    Array.prototype.forEach.call(marked, swapMarked);
     var walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
     var texts = [];
     while (walker.nextNode()) texts.push(walker.currentNode);
     texts.forEach(swapNode);
   }
 
+  // A data-ct-phone element shows the formatted number whatever it contained before. Its original
+  // text and link are kept, so that the page gets them back when tracking stops.
+  function swapMarked(element) {
+    if (!state.originals.has(element)) {
+      state.originals.set(element, { text: element.textContent, href: element.getAttribute("href") });
+    }
+    var original = state.originals.get(element);
+    var text = state.display === null ? original.text : state.display;
+    var href = state.display === null ? original.href : "tel:" + state.target.e164;
+    if (element.textContent !== text) element.textContent = text;
+    if (element.nodeName !== "A" || element.getAttribute("href") === href) return;
+    if (href === null) element.removeAttribute("href");
+    else element.setAttribute("href", href);
+  }
+
   function watch() {
-    if (!window.MutationObserver) return;
+    if (state.observer || !window.MutationObserver) return;
     // Single-page sites add content later; swapped text no longer matches, so the
     // observer's own changes end here.
     state.observer = new MutationObserver(function (mutations) {
@@ -170,15 +202,52 @@
     state.observer.observe(document.body, { childList: true, subtree: true, characterData: true });
   }
 
-  function apply(data) {
-    var replace = (data.replace || []).filter(function (parts) {
-      return parts && parts.national !== data.number.national;
+  function current() {
+    if (!state.target || state.display === null) return null;
+    return { e164: state.target.e164, display: state.display };
+  }
+
+  // Show `number` in place of the site's numbers and of every number shown before. After a lost
+  // lease, the number shown before belongs to another visitor, so calls to it would go to them.
+  // A null `display` puts back the original content of data-ct-phone elements.
+  function show(number, display, siteNumbers) {
+    var candidates = state.replaced.concat(siteNumbers, state.target ? [state.target] : []);
+    var seen = {};
+    state.replaced = candidates.filter(function (parts) {
+      if (!parts || seen[parts.national]) return false;
+      seen[parts.national] = true;
+      return true;
     });
-    state.target = data.number;
-    state.display = data.display;
-    state.patterns = replace.map(pattern);
+    state.target = number;
+    state.display = display;
+    state.patterns = state.replaced.filter(function (parts) {
+      return !number || parts.national !== number.national;
+    }).map(pattern);
     swapNode(document.body);
     watch();
+  }
+
+  function announce() {
+    try {
+      window.dispatchEvent(new CustomEvent("pbxcalltracking:number", { detail: current() }));
+    } catch (e) { /* no CustomEvent: the page gets the number from number() */ }
+  }
+
+  function begin(data) {
+    var siteNumbers = data.replace || [];
+    if (siteNumbers.length && siteNumbers[0]) state.siteNumber = siteNumbers[0];
+    // Only a pool number is held, so only a pool session sends heartbeats and leave beacons.
+    state.session = data.heartbeat_interval ? data.session_id : null;
+    clearInterval(state.timer);
+    state.timer = data.heartbeat_interval ? setInterval(heartbeat, data.heartbeat_interval * 1000) : null;
+    show(data.number, data.display, siteNumbers);
+  }
+
+  function stop() {
+    state.session = null;
+    clearInterval(state.timer);
+    state.timer = null;
+    show(state.siteNumber, null, []);
   }
 
   function start() {
@@ -199,15 +268,29 @@
   }
 
   function heartbeat() {
-    if (!state.session || document.visibilityState !== "visible") return;
-    post("heartbeat", { site_key: siteKey, visitor_id: state.visitor, session_id: state.session })
+    if (!state.session || state.restarting || document.visibilityState !== "visible") return;
+    var session = state.session;
+    post("heartbeat", { site_key: siteKey, visitor_id: state.visitor, session_id: session })
       .then(function (response) {
-        // The number went to another visitor after a long absence: ask for one again.
-        if (response.status === 409) start().then(function (data) {
-          if (data) state.session = data.session_id;
-        });
+        // The number went to another visitor after a long absence, so the page must stop
+        // showing it. A new session brings a number of this visitor's own.
+        if (response.status === 409 && state.session === session) restart();
       })
       .catch(function () { /* pbx-bridge unreachable: keep the current number */ });
+  }
+
+  function restart() {
+    state.restarting = true;
+    start().then(function (data) {
+      state.restarting = false;
+      if (data) begin(data);
+      else stop();
+      announce();
+    }).catch(function () {
+      state.restarting = false;
+      stop();
+      announce();
+    });
   }
 
   function leave() {
@@ -218,26 +301,21 @@
 
   function run() {
     state.visitor = visitorId();
+    document.addEventListener("visibilitychange", function () {
+      if (document.visibilityState === "hidden") leave();
+      else heartbeat();
+    });
+    window.addEventListener("pagehide", leave);
     start().then(function (data) {
-      if (!data) { resolveReady(null); return; }
-      state.session = data.session_id;
-      apply(data);
-      resolveReady({ e164: data.number.e164, display: data.display });
-      if (data.heartbeat_interval) {
-        state.timer = setInterval(heartbeat, data.heartbeat_interval * 1000);
-        document.addEventListener("visibilitychange", function () {
-          if (document.visibilityState === "hidden") leave();
-          else heartbeat();
-        });
-        window.addEventListener("pagehide", leave);
-      }
-    }).catch(function () { resolveReady(null); });
+      if (data) begin(data);
+      resolveReady();
+    }).catch(function () { resolveReady(); });
   }
 
   try {
     if (document.body) run();
     else document.addEventListener("DOMContentLoaded", run);
   } catch (e) {
-    resolveReady(null);
+    resolveReady();
   }
 })();
