@@ -96,6 +96,10 @@ async def issue_token(
 
 async def authenticate_secret(request: web.Request, secret: str, kind: TokenKind) -> Principal | None:
     """Look up an unexpired, unrevoked token of `kind` and its active user."""
+    if not secret.isascii():
+        # Issued secrets are ASCII. A header that is not UTF-8 arrives with surrogate escapes,
+        # which hash_token could not encode.
+        return None
     database = request.app[CONTEXT].database
     now = utcnow()
     async with database.transaction() as session:

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from pbx_bridge.admin.i18n import message, negotiate_language
+from pbx_bridge.inputs import is_storable_text
 
 log = logging.getLogger("pbx_bridge.admin")
 
@@ -88,7 +89,12 @@ def error_response(request: web.Request, error: ApiError) -> web.Response:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False)
+    if not is_storable_text(text):
+        # A field name of the request can carry an unpaired surrogate, which UTF-8 cannot
+        # encode, so such a body is written as ASCII JSON with \u escapes.
+        text = json.dumps(value)
+    return text
 
 
 _HTTP_CODES = {

@@ -85,6 +85,18 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Not a valid phone number.",
         "ru": "Некорректный номер телефона.",
     },
+    "phone_extension": {
+        "en": "A tracking number cannot have an extension, because callers dial it directly. Give the number alone.",
+        "ru": "У номера отслеживания не может быть добавочного, потому что на него звонят напрямую. Укажите только номер.",
+    },
+    "invalid_characters": {
+        "en": "Contains a character that cannot be stored: NUL (\\u0000) or an unpaired surrogate.",
+        "ru": "Содержит символ, который нельзя сохранить: NUL (\\u0000) или непарный суррогат.",
+    },
+    "invalid_dial_string": {
+        "en": "Must be an Asterisk dial string TECHNOLOGY/RESOURCE of at most {max} characters without spaces, such as PJSIP/office.",
+        "ru": "Ожидается строка набора Asterisk вида ТЕХНОЛОГИЯ/РЕСУРС без пробелов, не длиннее {max} символов, например PJSIP/office.",
+    },
     "invalid_date": {
         "en": "Must be a date as YYYY-MM-DD.",
         "ru": "Ожидается дата в формате ГГГГ-ММ-ДД.",

@@ -16,6 +16,7 @@ from sqlalchemy.orm import aliased
 from models import Attribution, Call, Company, Outcome, Recording, RecordingState, Source, TrackingNumber, VisitorSession
 from pbx_bridge.admin.auth import current_user
 from pbx_bridge.admin.errors import FieldError, not_found, validation_failed
+from pbx_bridge.admin.params import DAY_RANGE, DayOutOfRange, check_day, path_id, query_id, query_ids, query_text
 from pbx_bridge.admin.principal import Principal
 from pbx_bridge.http.app import CONTEXT
 
@@ -65,19 +66,6 @@ class JournalQuery:
     page_size: int
 
 
-def _ints(request: web.Request, name: str, errors: list[FieldError]) -> list[int]:
-    values = []
-    for raw in request.query.getall(name, []):
-        for part in raw.split(","):
-            if not part.strip():
-                continue
-            try:
-                values.append(int(part))
-            except ValueError:
-                errors.append(FieldError(name, "invalid_type", {"expected": "integer"}))
-    return values
-
-
 def _choices(request: web.Request, name: str, choices: tuple[str, ...], errors: list[FieldError]) -> list[str]:
     values = []
     for raw in request.query.getall(name, []):
@@ -91,14 +79,21 @@ def _choices(request: web.Request, name: str, choices: tuple[str, ...], errors: 
 
 
 def parse_moment(raw: str, zone: ZoneInfo, *, end_of_day: bool) -> datetime:
-    """Read an ISO 8601 time with a zone, or a date taken in `zone`; an end date covers its day."""
+    """Read an ISO 8601 time with a zone, or a date taken in `zone`; an end date covers its day.
+
+    Raise DayOutOfRange for a date outside the range of params.check_day, and ValueError for
+    any other invalid text.
+    """
     try:
         day = date.fromisoformat(raw)
     except ValueError:
         moment = datetime.fromisoformat(raw)
         if moment.tzinfo is None:
             raise ValueError("naive time") from None
+        # Checked in its own offset, because moving a time near datetime.max to UTC overflows.
+        check_day(moment.date())
         return moment.astimezone(timezone.utc)
+    check_day(day)
     if end_of_day:
         day += timedelta(days=1)
     return datetime.combine(day, time(), zone).astimezone(timezone.utc)
@@ -116,8 +111,7 @@ async def company_zone(request: web.Request, company_id: int | None) -> ZoneInfo
 
 async def parse_journal_query(request: web.Request, user: Principal) -> JournalQuery:
     errors: list[FieldError] = []
-    requested_company = _ints(request, "company_id", errors)
-    company_id = user.company_filter(requested_company[0] if requested_company else None)
+    company_id = user.company_filter(query_id(request, "company_id", errors))
     zone = await company_zone(request, company_id)
 
     bounds: dict[str, datetime | None] = {"from": None, "to": None}
@@ -126,6 +120,8 @@ async def parse_journal_query(request: web.Request, user: Principal) -> JournalQ
         if raw:
             try:
                 bounds[name] = parse_moment(raw, zone, end_of_day=name == "to")
+            except DayOutOfRange:
+                errors.append(FieldError(name, "out_of_range", DAY_RANGE))
             except ValueError:
                 errors.append(FieldError(name, "invalid_datetime"))
 
@@ -148,12 +144,12 @@ async def parse_journal_query(request: web.Request, user: Principal) -> JournalQ
         company_id=company_id,
         start=bounds["from"],
         end=bounds["to"],
-        source_ids=_ints(request, "source_id", errors),
-        tracking_number_ids=_ints(request, "tracking_number_id", errors),
+        source_ids=query_ids(request, "source_id", errors),
+        tracking_number_ids=query_ids(request, "tracking_number_id", errors),
         outcomes=_choices(request, "outcome", OUTCOME_CHOICES, errors),
         attributions=_choices(request, "attribution", ATTRIBUTION_CHOICES, errors),
-        caller=request.query.get("caller") or None,
-        answered_by=request.query.get("answered_by") or None,
+        caller=query_text(request, "caller", errors),
+        answered_by=query_text(request, "answered_by", errors),
         first_time=first_time,
         sort=sort,
         page=page,
@@ -291,10 +287,10 @@ async def list_calls(request: web.Request) -> web.Response:
 
 async def get_call(request: web.Request) -> web.Response:
     user = current_user(request)
-    call_id = request.match_info["id"]
+    call_id = path_id(request, "call")
     statement = journal_rows(
         JournalQuery(user.company_filter(None), None, None, [], [], [], [], None, None, None, "started_at", 1, 1)
-    ).where(Call.id == (int(call_id) if call_id.isdigit() else -1))
+    ).where(Call.id == call_id)
     async with request.app[CONTEXT].database.transaction() as session:
         row = (await session.execute(statement)).first()
     if row is None:
@@ -322,12 +318,13 @@ EXPORT_COLUMNS = (
     ("referrer", {"en": "Referrer", "ru": "Реферер"}),
     ("search_phrase", {"en": "Search phrase", "ru": "Поисковая фраза"}),
 )
-# Spreadsheets run a cell starting with these as a formula (CSV injection), so such text gets a
-# leading apostrophe, which Excel and LibreOffice hide.
+# Spreadsheets run a CSV cell starting with these as a formula (CSV injection), so such text
+# gets a leading apostrophe, which Excel and LibreOffice hide when they open a CSV file.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def export_values(row: tuple, zone: ZoneInfo) -> list[Any]:
+    """Return the values of one journal row in the order of EXPORT_COLUMNS, booleans as 0 or 1."""
     call, source_name, number, visit, _recording = row
     flat = {
         "id": call.id,
@@ -345,15 +342,29 @@ def export_values(row: tuple, zone: ZoneInfo) -> list[Any]:
     }
     for name in ("utm_source", "utm_medium", "utm_campaign", "utm_term", "referrer", "search_phrase"):
         flat[name] = getattr(visit, name) if visit is not None else None
-    return [_neutralize(flat[name]) for name, _ in EXPORT_COLUMNS]
+    values = [flat[name] for name, _ in EXPORT_COLUMNS]
+    return [int(value) if isinstance(value, bool) else value for value in values]
 
 
-def _neutralize(value: Any) -> Any:
-    if isinstance(value, bool):
-        return int(value)
+def _csv_value(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value
+
+
+def _xlsx_value(sheet: Any, value: Any) -> Any:
+    """Put text in a cell typed as text, so "+79161234567" or "=1+1" shows as written and never
+    runs as a formula. An apostrophe would show literally in XLSX, unlike in CSV."""
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    if not isinstance(value, str):
+        return value
+    # XML 1.0 cannot carry most control characters, and openpyxl raises on them.
+    cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("\ufffd", value))
+    cell.data_type = "s"
+    cell.number_format = "@"
+    return cell
 
 
 def _export_name(query: JournalQuery, extension: str) -> str:
@@ -394,7 +405,7 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
     buffer.seek(0)
     buffer.truncate()
     async for row in _export_rows(request, query):
-        writer.writerow(export_values(row, zone))
+        writer.writerow([_csv_value(value) for value in export_values(row, zone)])
         if buffer.tell() > 64 * 1024:
             await response.write(buffer.getvalue().encode())
             buffer.seek(0)
@@ -417,7 +428,7 @@ async def export_xlsx(request: web.Request) -> web.Response:
     sheet = workbook.create_sheet("calls" if language == "en" else "звонки")
     sheet.append([labels[language] for _, labels in EXPORT_COLUMNS])
     async for row in _export_rows(request, query):
-        sheet.append(export_values(row, zone))
+        sheet.append([_xlsx_value(sheet, value) for value in export_values(row, zone)])
     output = io.BytesIO()
     workbook.save(output)
     return web.Response(

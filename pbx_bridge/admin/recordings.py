@@ -12,6 +12,7 @@ from sqlalchemy import select
 from models import Call, Recording, RecordingState
 from pbx_bridge.admin.auth import current_user
 from pbx_bridge.admin.errors import ApiError, not_found
+from pbx_bridge.admin.params import path_id
 from pbx_bridge.http.app import CONTEXT
 
 log = logging.getLogger("pbx_bridge.admin.recordings")
@@ -47,11 +48,11 @@ def recording_path(folder: str, name: str, file_format: str) -> Path | None:
 
 async def recording_file(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
-    call_id = request.match_info["id"]
+    call_id = path_id(request, "recording")
     statement = (
         select(Recording, Call.company_id)
         .join(Call, Call.id == Recording.call_id)
-        .where(Call.id == int(call_id))
+        .where(Call.id == call_id)
     )
     async with request.app[CONTEXT].database.transaction() as session:
         row = (await session.execute(statement)).first()

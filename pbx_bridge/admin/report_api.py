@@ -13,6 +13,7 @@ from aiohttp import web
 from models import Company
 from pbx_bridge.admin.auth import current_user
 from pbx_bridge.admin.errors import FieldError, not_found, validation_failed
+from pbx_bridge.admin.params import query_day, query_id
 from pbx_bridge.http.app import CONTEXT
 from pbx_bridge.reports import (
     Period,
@@ -47,25 +48,11 @@ async def report_scope(request: web.Request) -> tuple[Company, Period]:
     """
     user = current_user(request)
     errors: list[FieldError] = []
-    raw_company = request.query.get("company_id")
-    requested = None
-    if raw_company:
-        if raw_company.isdigit():
-            requested = int(raw_company)
-        else:
-            errors.append(FieldError("company_id", "invalid_type", {"expected": "integer"}))
-    company_id = user.company_filter(requested)
+    company_id = user.company_filter(query_id(request, "company_id", errors))
     if company_id is None and not errors:
         errors.append(FieldError("company_id", "required"))
 
-    days: dict[str, date | None] = {"from": None, "to": None}
-    for name in days:
-        raw = request.query.get(name)
-        if raw:
-            try:
-                days[name] = date.fromisoformat(raw)
-            except ValueError:
-                errors.append(FieldError(name, "invalid_date"))
+    days = {name: query_day(request, name, errors) for name in ("from", "to")}
     if errors:
         raise validation_failed(errors)
 

@@ -32,6 +32,7 @@ from models import (
 )
 from pbx_bridge.admin.auth import current_user, require_admin
 from pbx_bridge.admin.errors import ApiError, FieldError, not_found, validation_failed
+from pbx_bridge.admin.params import path_id, query_id
 from pbx_bridge.admin.schema import Field, parse_fields, read_json
 from pbx_bridge.http.app import CONTEXT
 
@@ -92,7 +93,7 @@ POOL_FIELDS = (
     Field("exhausted_policy", "choice", choices=tuple(policy.value for policy in ExhaustedPolicy)),
 )
 DESTINATION_FIELDS = (
-    Field("endpoint", "string", required=True, min_length=1, max_length=200, description="Asterisk dial string"),
+    Field("endpoint", "dial_string", required=True, description="Asterisk dial string such as PJSIP/office"),
     Field("ring_timeout", "integer", minimum=1, maximum=600, nullable=True),
 )
 
@@ -174,17 +175,14 @@ def _resource(request: web.Request) -> Resource:
     return RESOURCES[request.match_info["resource"]]
 
 
-def _object_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["id"])
-    except ValueError:
-        raise not_found("object") from None
-
-
 async def list_objects(request: web.Request) -> web.Response:
     resource = _resource(request)
     user = current_user(request)
-    company_id = user.company_filter(_int_query(request, "company_id"))
+    errors: list[FieldError] = []
+    requested = query_id(request, "company_id", errors)
+    if errors:
+        raise validation_failed(errors)
+    company_id = user.company_filter(requested)
     statement = resource.scoped(select(resource.model), company_id)
     statement = statement.options(*_load_options(resource)).order_by(resource.model.id)
     async with request.app[CONTEXT].database.transaction() as session:
@@ -203,7 +201,7 @@ async def get_object(request: web.Request) -> web.Response:
 async def _load_visible(request: web.Request, session: AsyncSession, resource: Resource) -> Any:
     """Load the object of the URL, or 404 when it is missing or belongs to a company the user
     cannot see (so its existence does not leak)."""
-    statement = select(resource.model).where(resource.model.id == _object_id(request))
+    statement = select(resource.model).where(resource.model.id == path_id(request, resource.label))
     statement = resource.scoped(statement, current_user(request).company_filter(None))
     obj = (await session.scalars(statement.options(*_load_options(resource)))).first()
     if obj is None:
@@ -355,16 +353,6 @@ async def _reload(session: AsyncSession, resource: Resource, object_id: int) -> 
     session.expire_all()
     statement = select(resource.model).where(resource.model.id == object_id).options(*_load_options(resource))
     return (await session.scalars(statement)).one()
-
-
-def _int_query(request: web.Request, name: str) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise validation_failed([FieldError(name, "invalid_type", {"expected": "integer"})]) from None
 
 
 def add_routes(app: web.Application) -> None:

@@ -7,21 +7,22 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
 from pbx_bridge.admin.errors import ApiError, FieldError, validation_failed
-from pbx_bridge.phones import InvalidNumber, to_e164
+from pbx_bridge.inputs import MAX_DIAL_STRING_LENGTH, InvalidOrigin, is_dial_string, is_storable_text, normalize_origin
+from pbx_bridge.phones import InvalidNumber, NumberHasExtension, tracking_number_e164
 
 
 @dataclass(frozen=True)
 class Field:
     """One field of an API object.
 
-    `kind` is one of: string, integer, boolean, phone, choice, date, decimal, timezone, origins,
-    ref (the id of another object of the same company, named by `ref`).
+    `kind` is one of: string, integer, boolean, phone (a tracking number), choice, date, decimal,
+    timezone, origins, dial_string (an Asterisk dial string, checked as `pbx-bridge load` checks
+    it), ref (the id of another object of the same company, named by `ref`).
     """
 
     name: str
@@ -43,7 +44,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     """Read the request body as a JSON object or raise the invalid_json error."""
     try:
         body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
+        # ValueError covers malformed JSON, bytes that are not UTF-8 and integers longer than
+        # Python's 4300-digit limit; RecursionError covers arrays nested thousands deep.
         raise ApiError(400, "invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json")
@@ -106,11 +109,21 @@ class _Invalid(Exception):
 def convert(item: Field, raw: Any, region: str = "RU") -> Any:
     """Convert one JSON value to the Python value of `item`, or raise _Invalid."""
     kind = item.kind
-    if kind in ("string", "timezone", "phone", "choice", "date", "decimal") and not isinstance(raw, str):
+    text_kinds = ("string", "timezone", "phone", "choice", "date", "decimal", "dial_string")
+    if kind in text_kinds and not isinstance(raw, str):
         if not (kind == "decimal" and isinstance(raw, (int, float)) and not isinstance(raw, bool)):
             raise _Invalid("invalid_type", expected="string")
+    if isinstance(raw, str) and not is_storable_text(raw):
+        raise _Invalid("invalid_characters")
+
     if kind == "string":
         return _check_length(item, raw.strip())
+    if kind == "dial_string":
+        endpoint = raw.strip()
+        if not is_dial_string(endpoint):
+            raise _Invalid("invalid_dial_string", max=MAX_DIAL_STRING_LENGTH)
+        return endpoint
+
     if kind in ("integer", "ref"):
         if not isinstance(raw, int) or isinstance(raw, bool):
             raise _Invalid("invalid_type", expected="integer")
@@ -125,9 +138,12 @@ def convert(item: Field, raw: Any, region: str = "RU") -> Any:
         return raw
     if kind == "phone":
         try:
-            return to_e164(raw, region)
+            return tracking_number_e164(raw, region)
+        except NumberHasExtension:
+            raise _Invalid("phone_extension") from None
         except InvalidNumber:
             raise _Invalid("invalid_phone") from None
+
     if kind == "timezone":
         return _check_timezone(raw)
     if kind == "date":
@@ -146,7 +162,12 @@ def convert(item: Field, raw: Any, region: str = "RU") -> Any:
     if kind == "origins":
         if not isinstance(raw, list):
             raise _Invalid("invalid_type", expected="array")
-        return [_check_origin(value) for value in raw]
+        origins: list[str] = []
+        for value in raw:
+            origin = _check_origin(value)
+            if origin not in origins:
+                origins.append(origin)
+        return origins
     raise AssertionError(f"unknown field kind {kind}")
 
 
@@ -175,14 +196,12 @@ def _check_timezone(value: str) -> str:
 
 
 def _check_origin(value: Any) -> str:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not is_storable_text(value):
         raise _Invalid("invalid_origin")
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise _Invalid("invalid_origin")
-    if parts.query or parts.fragment or parts.username:
-        raise _Invalid("invalid_origin")
-    return f"{parts.scheme}://{parts.netloc.lower()}"
+    try:
+        return normalize_origin(value)
+    except InvalidOrigin:
+        raise _Invalid("invalid_origin") from None
 
 
 _OPENAPI_TYPES = {
@@ -194,6 +213,7 @@ _OPENAPI_TYPES = {
     "date": {"type": "string", "format": "date"},
     "decimal": {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$"},
     "timezone": {"type": "string", "description": "IANA time zone"},
+    "dial_string": {"type": "string", "maxLength": MAX_DIAL_STRING_LENGTH, "pattern": r"^[A-Za-z][A-Za-z0-9_-]*/\S+$"},
     "origins": {"type": "array", "items": {"type": "string", "format": "uri"}},
 }
 

@@ -21,8 +21,10 @@ from pbx_bridge.admin.auth import (
     verify_password_in_worker,
 )
 from pbx_bridge.admin.errors import ApiError, FieldError, not_found, validation_failed
+from pbx_bridge.admin.params import path_id
 from pbx_bridge.admin.schema import Field, parse_or_raise, read_json
 from pbx_bridge.http.app import CONTEXT
+from pbx_bridge.inputs import is_storable_text
 
 log = logging.getLogger("pbx_bridge.admin.users")
 
@@ -71,7 +73,10 @@ def serialize_token(token: AccessToken) -> dict[str, Any]:
 
 async def check_login(session: AsyncSession, login: str, password: str) -> User | None:
     """Return the active user with this login and password, recording the login time."""
-    user = (await session.scalars(select(User).where(User.login == login))).first()
+    user = None
+    # A login that the database cannot store matches no user; the query would fail instead.
+    if is_storable_text(login):
+        user = (await session.scalars(select(User).where(User.login == login))).first()
     password_hash = user.password_hash if user is not None and user.active else None
     if not await verify_password_in_worker(password_hash, password):
         log.info("login failed for an unknown or inactive user, or a wrong password")
@@ -141,8 +146,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 async def _load_user(request: web.Request, session: AsyncSession) -> User:
-    user_id = request.match_info["id"]
-    user = await session.get(User, int(user_id)) if user_id.isdigit() else None
+    user = await session.get(User, path_id(request, "user"))
     if user is None:
         raise not_found("user")
     return user
@@ -243,9 +247,9 @@ async def create_token(request: web.Request) -> web.Response:
 
 async def delete_token(request: web.Request) -> web.Response:
     principal = current_user(request)
-    token_id = request.match_info["id"]
+    token_id = path_id(request, "token")
     async with request.app[CONTEXT].database.transaction() as session:
-        token = await session.get(AccessToken, int(token_id)) if token_id.isdigit() else None
+        token = await session.get(AccessToken, token_id)
         if token is None or token.user_id != principal.user_id or token.kind != TokenKind.API.value:
             raise not_found("token")
         token.revoked_at = token.revoked_at or utcnow()

@@ -22,6 +22,7 @@ from models import Company, Source, TokenKind
 from pbx_bridge.admin.auth import SESSION_COOKIE, SESSION_LIFETIME, issue_token
 from pbx_bridge.admin.errors import ApiError
 from pbx_bridge.admin.journal import fetch_page, parse_journal_query
+from pbx_bridge.admin.params import parse_id
 from pbx_bridge.admin.principal import USER, Principal
 from pbx_bridge.admin.report_api import report_scope
 from pbx_bridge.admin.users import check_login, revoke_token, set_session_cookie
@@ -113,10 +114,11 @@ async def _companies(request: web.Request, user: Principal) -> list[Company]:
 
 
 async def _with_default_company(request: web.Request, user: Principal) -> tuple[web.Request, list[Company], int | None]:
-    """Give an admin's request the first company when it names none, since reports need one."""
+    """Give the request the user's first company when it names none or gives an invalid id,
+    since reports need one."""
     companies = await _companies(request, user)
-    if request.query.get("company_id") or not companies:
-        company_id = int(request.query["company_id"]) if request.query.get("company_id", "").isdigit() else None
+    company_id = parse_id(request.query.get("company_id", ""))
+    if company_id is not None or not companies:
         return request, companies, company_id or user.company_id
     query = {**request.query, "company_id": str(companies[0].id)}
     return request.clone(rel_url=request.rel_url.with_query(query)), companies, companies[0].id

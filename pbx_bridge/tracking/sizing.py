@@ -133,9 +133,9 @@ async def pool_advice_handler(request: web.Request) -> web.Response:
     from pbx_bridge.http.app import CONTEXT
 
     require_admin(request)
-    pool_id = request.match_info["pool_id"]
-    if not pool_id.isdigit():
-        raise not_found("pool")
+    from pbx_bridge.admin.params import path_id
+
+    pool_id = path_id(request, "pool", "pool_id")
 
     now = models.utcnow()
     start, end = default_period(now)
@@ -145,7 +145,8 @@ async def pool_advice_handler(request: web.Request) -> web.Response:
             start = parse_time(request.query["from"])
         if "to" in request.query:
             end = parse_time(request.query["to"])
-    except ValueError:
+    except (ValueError, OverflowError):
+        # OverflowError: a time such as 9999-12-31T23:00-05:00 is beyond datetime.max in UTC.
         errors.append(FieldError("from" if "from" in request.query else "to", "invalid_datetime"))
     if not errors and end <= start:
         errors.append(FieldError("to", "invalid_datetime"))
@@ -154,7 +155,7 @@ async def pool_advice_handler(request: web.Request) -> web.Response:
 
     async with request.app[CONTEXT].database.sessions() as session:
         try:
-            advice = await advise_pool(session, int(pool_id), start, end)
+            advice = await advise_pool(session, pool_id, start, end)
         except PoolNotFound:
             raise not_found("pool") from None
         except OverflowError:
