@@ -53,6 +53,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "The requested byte range is outside the file.",
         "ru": "Запрошенный диапазон байтов выходит за пределы файла.",
     },
+    "too_many_login_attempts": {
+        "en": "Too many failed logins. Try again in {seconds} seconds.",
+        "ru": "Слишком много неудачных попыток входа. Повторите через {seconds} с.",
+    },
     "payload_too_large": {
         "en": "The request body is too large.",
         "ru": "Тело запроса слишком велико.",

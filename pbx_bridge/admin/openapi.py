@@ -301,6 +301,7 @@ def build_document() -> dict[str, Any]:
                     "200": _json({"type": "object", "required": ["token", "expires_at", "user"], "additionalProperties": False, "properties": {"token": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"}, "user": _ref("User")}}),
                     "401": {"$ref": "#/components/responses/Unauthenticated"},
                     "422": {"$ref": "#/components/responses/ValidationFailed"},
+                    "429": {"$ref": "#/components/responses/TooManyLoginAttempts"},
                 },
             }
         },
@@ -409,6 +410,10 @@ def build_document() -> dict[str, Any]:
                 "NotFound": error_response("No such object visible to this user"),
                 "ValidationFailed": error_response("Invalid fields, listed one by one"),
                 "Conflict": error_response("The change conflicts with stored data"),
+                "TooManyLoginAttempts": {
+                    **error_response("Too many failed logins from this address or for this login"),
+                    "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+                },
             },
         },
     }

@@ -7,6 +7,7 @@ from aiohttp import web
 from pbx_bridge.admin import journal, openapi, recordings, report_api, resources, users
 from pbx_bridge.admin.auth import auth_middleware
 from pbx_bridge.admin.errors import error_middleware
+from pbx_bridge.admin.throttle import LOGIN_THROTTLE, LoginThrottle
 
 
 def setup_admin(app: web.Application) -> None:
@@ -14,6 +15,7 @@ def setup_admin(app: web.Application) -> None:
     401 comes out in the JSON error shape."""
     app.middlewares.append(error_middleware)
     app.middlewares.append(auth_middleware)
+    app[LOGIN_THROTTLE] = LoginThrottle()
     users.add_routes(app)
     resources.add_routes(app)
     journal.add_routes(app)

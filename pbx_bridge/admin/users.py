@@ -23,6 +23,7 @@ from pbx_bridge.admin.auth import (
 from pbx_bridge.admin.errors import ApiError, FieldError, not_found, validation_failed
 from pbx_bridge.admin.params import path_id
 from pbx_bridge.admin.schema import Field, parse_or_raise, read_json
+from pbx_bridge.admin.throttle import LOGIN_THROTTLE, client_ip
 from pbx_bridge.http.app import CONTEXT
 from pbx_bridge.inputs import is_storable_text
 
@@ -88,12 +89,20 @@ async def check_login(session: AsyncSession, login: str, password: str) -> User 
 async def login(request: web.Request) -> web.Response:
     """Exchange a login and password for a session token, also set as the dashboard cookie."""
     values = parse_or_raise(await read_json(request), LOGIN_FIELDS, partial=False)
+    throttle = request.app[LOGIN_THROTTLE]
+    ip = client_ip(request)
+    wait = throttle.start_attempt(ip, values["login"])
+    if wait:
+        log.debug("login from %s rejected for %s s after too many failures", ip, wait)
+        raise ApiError(429, "too_many_login_attempts", headers={"Retry-After": str(wait)}, seconds=wait)
+
     async with request.app[CONTEXT].database.transaction() as session:
         user = await check_login(session, values["login"], values["password"])
         if user is None:
             raise ApiError(401, "invalid_credentials")
         token, secret = await issue_token(session, user, TokenKind.SESSION, lifetime=SESSION_LIFETIME)
         body = {"token": secret, "expires_at": token.expires_at.isoformat(), "user": serialize_user(user)}
+    throttle.succeeded(ip, values["login"])
     log.info("user %s logged in", user.id)
     response = web.json_response(body)
     set_session_cookie(response, secret)

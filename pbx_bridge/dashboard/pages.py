@@ -25,6 +25,7 @@ from pbx_bridge.admin.journal import fetch_page, parse_journal_query
 from pbx_bridge.admin.params import parse_id
 from pbx_bridge.admin.principal import USER, Principal
 from pbx_bridge.admin.report_api import report_scope
+from pbx_bridge.admin.throttle import LOGIN_THROTTLE, client_ip
 from pbx_bridge.admin.users import check_login, revoke_token, set_session_cookie
 from pbx_bridge.dashboard.charts import horizontal_chart, vertical_chart
 from pbx_bridge.dashboard.texts import translator
@@ -71,24 +72,38 @@ def render(request: web.Request, template: str, status: int = 200, **values: Any
 
 async def login_required(request: web.Request) -> web.Response:
     """Render the login form with status 401 for an unauthenticated dashboard request."""
-    return render(request, "login.html", status=401, page_title="login", failed=False, login_value="")
+    return render(request, "login.html", status=401, page_title="login", failed=False, login_value="", retry_after=0)
 
 
 async def login_form(request: web.Request) -> web.Response:
-    return render(request, "login.html", page_title="login", failed=False, login_value="")
+    return render(request, "login.html", page_title="login", failed=False, login_value="", retry_after=0)
 
 
 async def login_submit(request: web.Request) -> web.Response:
     form = await request.post()
     login = str(form.get("login", ""))[:200]
     password = str(form.get("password", ""))[:1024]
+    throttle = request.app[LOGIN_THROTTLE]
+    ip = client_ip(request)
+    wait = throttle.start_attempt(ip, login)
+    if wait:
+        log.debug("dashboard login from %s rejected for %s s after too many failures", ip, wait)
+        response = render(
+            request, "login.html", status=429, page_title="login", failed=False, login_value=login, retry_after=wait
+        )
+        response.headers["Retry-After"] = str(wait)
+        return response
+
     async with request.app[CONTEXT].database.transaction() as session:
         user = await check_login(session, login, password)
         secret = None
         if user is not None:
             _token, secret = await issue_token(session, user, TokenKind.SESSION, lifetime=SESSION_LIFETIME)
     if secret is None:
-        return render(request, "login.html", status=401, page_title="login", failed=True, login_value=login)
+        return render(
+            request, "login.html", status=401, page_title="login", failed=True, login_value=login, retry_after=0
+        )
+    throttle.succeeded(ip, login)
     redirect = web.HTTPSeeOther("/dashboard")
     set_session_cookie(redirect, secret)
     raise redirect

@@ -9,6 +9,10 @@ TEXTS: dict[str, dict[str, str]] = {
     "password": {"ru": "Пароль", "en": "Password"},
     "login_button": {"ru": "Войти", "en": "Log in"},
     "login_failed": {"ru": "Неверный логин или пароль.", "en": "Invalid login or password."},
+    "login_throttled": {
+        "ru": "Слишком много неудачных попыток входа. Повторите через {seconds} с.",
+        "en": "Too many failed logins. Try again in {seconds} seconds.",
+    },
     "logout": {"ru": "Выйти", "en": "Log out"},
     "journal": {"ru": "Журнал звонков", "en": "Call journal"},
     "reports": {"ru": "Источники", "en": "Sources"},
