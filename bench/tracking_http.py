@@ -164,6 +164,27 @@ async def wait_ready(port: int) -> None:
     raise RuntimeError("pbx-bridge did not start within 30 s")
 
 
+async def wait_drained(port: int) -> float:
+    """Wait until /healthz responds within 100 ms, and return the seconds waited.
+
+    A steady rate above the server's capacity leaves requests queued after the client gave up on
+    them. Measuring heartbeats before they are served would measure that backlog instead.
+    """
+    begin = time.monotonic()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
+        while time.monotonic() - begin < 300:
+            sent = time.perf_counter()
+            try:
+                async with client.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    await response.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                continue
+            if time.perf_counter() - sent < 0.1:
+                break
+            await asyncio.sleep(0.5)
+    return time.monotonic() - begin
+
+
 def run_wrk(port: int, script: str, seconds: int, folder: Path) -> dict[str, float]:
     path = folder / f"script-{uuid.uuid4().hex[:6]}.lua"
     path.write_text(script)
@@ -252,6 +273,7 @@ async def bench_backend(backend: str, seconds: int, folder: Path) -> dict[str, o
         await wait_ready(port)
         starts = await asyncio.to_thread(run_wrk, port, START_LUA, seconds, folder)
         steady = await steady_rate(port, 1000, seconds)
+        steady["drain_s"] = await wait_drained(port)
         sessions = await pool_sessions(url, 20_000)
         sessions_file = folder / "sessions.txt"
         sessions_file.write_text("".join(f"{sid} {vid}\n" for sid, vid in sessions))
@@ -286,7 +308,7 @@ def main() -> int:
         starts, steady, heartbeats = result["starts"], result["steady_1000"], result["heartbeats"]
         print(f"\n[{backend}]")
         print(f"session starts, {CONNECTIONS} connections: {starts['rate']:.0f}/s  p99 {starts['p99_ms']:.1f} ms  non-2xx {starts['non_2xx']}")
-        print(f"steady 1000 starts/s: p50 {steady['p50_ms']:.1f} ms  p99 {steady['p99_ms']:.1f} ms  max {steady['max_ms']:.1f} ms  errors {steady['errors']}")
+        print(f"steady 1000 starts/s: p50 {steady['p50_ms']:.1f} ms  p99 {steady['p99_ms']:.1f} ms  max {steady['max_ms']:.1f} ms  errors {steady['errors']}  backlog drained in {steady['drain_s']:.0f} s")
         print(f"heartbeats, {CONNECTIONS} connections: {heartbeats['rate']:.0f}/s  p99 {heartbeats['p99_ms']:.1f} ms  non-2xx {heartbeats['non_2xx']}")
         print(f"heartbeat/start throughput ratio: {heartbeats['rate'] / starts['rate']:.2f}")
     return 0
