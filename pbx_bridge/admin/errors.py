@@ -58,7 +58,7 @@ def validation_failed(fields: list[FieldError]) -> ApiError:
 
 
 def request_language(request: web.Request) -> str:
-    """The language of messages: the Accept-Language header, else the user's, else Russian."""
+    """Pick the language of messages: the Accept-Language header, else the user's, else Russian."""
     # Imported here because principal.py raises the errors this module defines.
     from pbx_bridge.admin.principal import USER
 

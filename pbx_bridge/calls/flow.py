@@ -105,14 +105,24 @@ class CallState:
 
 
 class CallFlow:
-    def __init__(self, start_event: dict[str, Any], ari: AriClient, journal: Journal, config: Config, registry: Any) -> None:
-        channel = start_event["channel"]
-        self.channel_id: str = channel["id"]
+    def __init__(
+        self,
+        start_event: dict[str, Any],
+        ari: AriClient,
+        journal: Journal,
+        config: Config,
+        registry: Any,
+    ) -> None:
         self.ari = ari
         self.journal = journal
         self.config = config
         self.registry = registry
+
+        # Who called which number, from the inbound channel's StasisStart.
+        channel = start_event["channel"]
+        self.channel_id: str = channel["id"]
         args = start_event.get("args") or []
+        self.missing_args = not args
         self.dialed_raw = str(args[0]) if args else str(channel.get("dialplan", {}).get("exten", ""))
         caller = channel.get("caller") or {}
         self.caller = parse_caller_id(caller.get("number"), config.calls.default_region)
@@ -120,12 +130,20 @@ class CallFlow:
         # ARI's Channel model has no linkedid. A call from a trunk starts its own linked id, so the
         # caller's channel id is it, unless ari.conf `channelvars` exports CHANNEL(linkedid).
         self.linkedid = (channel.get("channelvars") or {}).get("CHANNEL(linkedid)") or self.channel_id
+
+        # Progress of the call.
         self.state = CallState(started_at=event_time(start_event))
         self.phase = Phase.STARTING
-        self.bridge_id = f"ct-{self.channel_id}"
-        self.legs: dict[str, Leg] = {}
-        self.pending: list[Destination] = []
+        self.caller_in_stasis = True
         self.route: Route | None = None
+        self.pending: list[Destination] = []
+        self.legs: dict[str, Leg] = {}
+        # First hangup cause Asterisk reported per channel: (cause, text).
+        self.causes: dict[str, tuple[int, str | None]] = {}
+        self.bridge_id = f"ct-{self.channel_id}"
+        self.bridge_created = False
+
+        # Journal and recording.
         self.call_id: int | None = None
         self.start_record: CallStart | None = None
         self.recording_name: str | None = None
@@ -133,11 +151,6 @@ class CallFlow:
         self.recording_end: RecordingEnd | None = None
         # The journal's final write waits for the recording to end, so that one write does both.
         self.pending_end: CallEnd | None = None
-        self.caller_in_stasis = True
-        self.missing_args = not args
-        # First hangup cause Asterisk reported per channel: (cause, text).
-        self.causes: dict[str, tuple[int, str | None]] = {}
-        self.bridge_created = False
 
     # Entry points -------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,18 +52,7 @@ async def claim_free_number(
 ) -> LeasedNumber | None:
     """Claim the pool number that has been free the longest, or return None when none is free."""
     is_free = _NUMBER.held_until < now
-    candidate = (
-        select(_NUMBER.id)
-        .where(
-            _NUMBER.pool_id == pool.pool_id,
-            _NUMBER.state == models.NumberState.ACTIVE.value,
-            is_free,
-        )
-        .order_by(*_CLAIM_ORDER)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+    candidate = _first_active_number(pool, is_free)
     return await _claim(session, candidate, is_free, pool, session_id, now, reused=False)
 
 
@@ -74,18 +64,25 @@ async def claim_reused_number(
     The lease is marked reused, and calls that both leases cover become pool-ambiguous.
     Returns None when every number is locked by a concurrent claim at this moment.
     """
-    candidate = (
+    candidate = _first_active_number(pool)
+    return await _claim(session, candidate, None, pool, session_id, now, reused=True)
+
+
+def _first_active_number(pool: PoolSettings, *conditions: Any) -> Any:
+    """Build the subquery of the pool's active number first in claim order, skipping rows that
+    a concurrent claim has locked."""
+    return (
         select(_NUMBER.id)
         .where(
             _NUMBER.pool_id == pool.pool_id,
             _NUMBER.state == models.NumberState.ACTIVE.value,
+            *conditions,
         )
         .order_by(*_CLAIM_ORDER)
         .limit(1)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    return await _claim(session, candidate, None, pool, session_id, now, reused=True)
 
 
 async def resume_held_number(

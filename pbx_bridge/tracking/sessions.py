@@ -21,7 +21,7 @@ log = logging.getLogger("pbx_bridge.tracking")
 
 
 class NumberKind(str, enum.Enum):
-    """Why the session shows its number."""
+    """Reason the session shows its number."""
 
     POOL = "pool"
     POOL_REUSED = "pool-reused"
