@@ -4,6 +4,10 @@ A call costs three short transactions: the row is opened when the call arrives, 
 destination answers (with the recording's row) and completed when the call and its recording
 have ended. A crash at any point leaves the row as far as the call got. Deliveries to webhooks
 and analytics go to the outbox in the same transaction as the change they report.
+
+The writes are Core INSERT and UPDATE statements built once at import, so SQLAlchemy compiles
+each of them once and the ORM's unit of work (change tracking, flush ordering) costs nothing per
+call. The journal keeps its own copy of each row in progress for the outbox's snapshot.
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ from datetime import datetime
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models import Call, Recording, RecordingState
+from models import Call, Outcome, Recording, RecordingState
 from pbx_bridge.calls.routing import Route, Router
 from pbx_bridge.config import CallsConfig
 from pbx_bridge.delivery.outbox import company_webhooks, enqueue_call_event
@@ -38,6 +42,21 @@ WRITE_LATER_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 WRITE_LATER_FOR = 3600.0
 # Failures that mean the database cannot be used right now, as opposed to a bug.
 JOURNAL_ERRORS = (OperationalError, InterfaceError, OSError, asyncio.TimeoutError)
+
+_CALLS = Call.__table__
+_RECORDINGS = Recording.__table__
+# Parameters that select rows are named apart from the columns, because an UPDATE takes a
+# parameter named after a column as that column's new value.
+_INSERT_CALL = insert(_CALLS)
+_UPDATE_CALL = update(_CALLS).where(_CALLS.c.id == bindparam("row_id"))
+_INSERT_RECORDING = insert(_RECORDINGS)
+_UPDATE_RECORDING = update(_RECORDINGS).where(_RECORDINGS.c.call_id == bindparam("row_call_id"))
+_EARLIER_CALL = (
+    select(_CALLS.c.id)
+    .where(_CALLS.c.company_id == bindparam("company_id"))
+    .where(_CALLS.c.caller_number == bindparam("caller_number"))
+    .limit(1)
+)
 
 
 @dataclass(frozen=True)
@@ -91,10 +110,10 @@ class Journal:
         self.calls = calls
         # Company id -> (expiry, webhooks), kept as long as number settings (route_cache_seconds).
         self._webhooks: dict[int, tuple[float, list[Any]]] = {}
-        # Rows of calls in progress, kept detached between transactions so that an update
-        # needs no SELECT first.
+        # Rows of calls in progress as last written. They are never added to a session: they
+        # give the outbox its snapshot and the tags to merge without a SELECT.
         self._rows: dict[int, Call] = {}
-        self._recordings: dict[int, Recording] = {}
+        self._recordings: dict[int, _RecordingRow] = {}
         # Background retries of writes that failed while the database was unreachable, each with
         # what to log if it never succeeds.
         self._deferred: dict[asyncio.Task[None], Callable[[str], None]] = {}
@@ -123,32 +142,31 @@ class Journal:
             first_time = None
             if start.caller_number is not None and route.company_id is not None:
                 earlier = await session.scalar(
-                    select(Call.id)
-                    .where(Call.company_id == route.company_id)
-                    .where(Call.caller_number == start.caller_number)
-                    .limit(1)
+                    _EARLIER_CALL,
+                    {"company_id": route.company_id, "caller_number": start.caller_number},
                 )
                 first_time = earlier is None
-            call = Call(
-                channel_id=start.channel_id,
-                linkedid=start.linkedid,
-                caller_number=start.caller_number,
-                caller_raw=start.caller_raw[:200],
-                caller_name=start.caller_name[:200] if start.caller_name else None,
-                dialed_number=route.dialed_number,
-                dialed_raw=start.dialed_raw[:200],
-                company_id=route.company_id,
-                tracking_number_id=route.tracking_number_id,
-                source_id=route.source_id,
-                session_id=route.session_id,
-                attribution=route.attribution.value,
-                first_time_caller=first_time,
-                started_at=start.started_at,
-                tags=list(route.tags),
-                attempts=[],
-            )
-            session.add(call)
-            await session.flush()
+            values = {
+                "channel_id": start.channel_id,
+                "linkedid": start.linkedid,
+                "caller_number": start.caller_number,
+                "caller_raw": start.caller_raw[:200],
+                "caller_name": start.caller_name[:200] if start.caller_name else None,
+                "dialed_number": route.dialed_number,
+                "dialed_raw": start.dialed_raw[:200],
+                "company_id": route.company_id,
+                "tracking_number_id": route.tracking_number_id,
+                "source_id": route.source_id,
+                "session_id": route.session_id,
+                "attribution": route.attribution.value,
+                "first_time_caller": first_time,
+                "started_at": start.started_at,
+                "outcome": Outcome.IN_PROGRESS.value,
+                "tags": list(route.tags),
+                "attempts": [],
+            }
+            result = await session.execute(_INSERT_CALL, values)
+            call = Call(id=result.inserted_primary_key[0], **values)
             await self._enqueue(session, call, "call.started")
         self._rows[call.id] = call
         return call.id, route
@@ -174,23 +192,27 @@ class Journal:
         recording: RecordingStart | None,
     ) -> None:
         async with self.database.transaction() as session:
-            call = await self._attach(session, call_id)
-            call.answered_at = at
-            call.answered_by = endpoint
-            call.outbound_channel_id = outbound_channel_id
-            call.attempts = list(attempts)
+            call = await self._row(session, call_id)
+            await self._update_call(session, call, {
+                "answered_at": at,
+                "answered_by": endpoint,
+                "outbound_channel_id": outbound_channel_id,
+                "attempts": list(attempts),
+            })
             if recording is not None:
-                row = Recording(
-                    call_id=call_id,
-                    name=recording.name,
-                    format=recording.format,
-                    state=(RecordingState.FAILED if recording.error else RecordingState.QUEUED).value,
-                    error=recording.error,
-                    started_at=recording.started_at,
-                )
-                session.add(row)
+                row = _RecordingRow({
+                    "call_id": call_id,
+                    "name": recording.name,
+                    "format": recording.format,
+                    "state": (RecordingState.FAILED if recording.error else RecordingState.QUEUED).value,
+                    "error": recording.error,
+                    "started_at": recording.started_at,
+                })
                 self._recordings[call_id] = row
+                await session.execute(_INSERT_RECORDING, row.values)
             await self._enqueue(session, call, "call.answered")
+        if recording is not None:
+            self._recordings[call_id].inserted = True
 
     async def finish(self, call_id: int, end: CallEnd, recording: RecordingEnd | None) -> None:
         """Complete the row, and the recording's row when the call had one.
@@ -223,31 +245,45 @@ class Journal:
 
     async def _finish_once(self, call_id: int, end: CallEnd, recording: RecordingEnd | None) -> None:
         async with self.database.transaction() as session:
-            call = await self._attach(session, call_id)
-            call.outcome = end.outcome
-            call.ended_at = end.ended_at
-            call.wait_seconds = round(end.wait_seconds, 3)
-            call.talk_seconds = None if end.talk_seconds is None else round(end.talk_seconds, 3)
-            call.hangup_cause = end.hangup_cause
-            call.hangup_cause_text = end.hangup_cause_text
-            call.hangup_side = end.hangup_side
-            call.attempts = list(end.attempts)
+            call = await self._row(session, call_id)
+            values: dict[str, Any] = {
+                "outcome": end.outcome,
+                "ended_at": end.ended_at,
+                "wait_seconds": round(end.wait_seconds, 3),
+                "talk_seconds": None if end.talk_seconds is None else round(end.talk_seconds, 3),
+                "hangup_cause": end.hangup_cause,
+                "hangup_cause_text": end.hangup_cause_text,
+                "hangup_side": end.hangup_side,
+                "attempts": list(end.attempts),
+            }
             if end.answered_at is not None:
-                call.answered_at = end.answered_at
-                call.answered_by = end.answered_by
-                call.outbound_channel_id = end.outbound_channel_id
+                values["answered_at"] = end.answered_at
+                values["answered_by"] = end.answered_by
+                values["outbound_channel_id"] = end.outbound_channel_id
             if end.error:
-                call.error = end.error[:2000]
+                values["error"] = end.error[:2000]
             if end.tags:
-                call.tags = sorted({*call.tags, *end.tags})
+                values["tags"] = sorted({*call.tags, *end.tags})
+            await self._update_call(session, call, values)
+
             row = self._recordings.get(call_id)
-            if recording is not None and row is not None and row.state != RecordingState.FAILED.value:
-                session.add(row)
-                row.state = recording.state.value
-                row.duration_seconds = recording.duration_seconds
-                if recording.error:
-                    row.error = recording.error[:2000]
+            if recording is not None and row is not None and row.values["state"] != RecordingState.FAILED.value:
+                await self._finish_recording(session, row, recording)
             await self._enqueue(session, call, "call.ended")
+
+    async def _finish_recording(self, session: AsyncSession, row: _RecordingRow, recording: RecordingEnd) -> None:
+        changes: dict[str, Any] = {
+            "state": recording.state.value,
+            "duration_seconds": recording.duration_seconds,
+        }
+        if recording.error:
+            changes["error"] = recording.error[:2000]
+        row.values.update(changes)
+        if row.inserted:
+            await session.execute(_UPDATE_RECORDING, {"row_call_id": row.values["call_id"], **changes})
+        else:
+            # The transaction of `answered` failed and took the INSERT with it: write the whole row now.
+            await session.execute(_INSERT_RECORDING, row.values)
 
     def write_later(self, start: CallStart, end: CallEnd) -> None:
         """Keep retrying the whole row of a call that ended while the database was unreachable."""
@@ -315,17 +351,31 @@ class Journal:
                 webhooks = cached[1]
         await enqueue_call_event(session, call, event, webhooks)
 
-    async def _attach(self, session: AsyncSession, call_id: int) -> Call:
-        """Return the call's row in `session`, re-attached without a SELECT when it is at hand."""
+    async def _row(self, session: AsyncSession, call_id: int) -> Call:
+        """Return the journal's copy of a row, read from the database when it is not at hand."""
         call = self._rows.get(call_id)
         if call is None:
             call = await session.get(Call, call_id)
             if call is None:
                 raise LookupError(f"journal row {call_id} not found")
+            # Detached, so that the ORM does not write the changes a second time at commit.
+            session.expunge(call)
             self._rows[call_id] = call
-            return call
-        session.add(call)
         return call
+
+    async def _update_call(self, session: AsyncSession, call: Call, values: dict[str, Any]) -> None:
+        """Write `values` to the row and to the journal's copy of it."""
+        await session.execute(_UPDATE_CALL, {"row_id": call.id, **values})
+        for name, value in values.items():
+            setattr(call, name, value)
+
+
+@dataclass
+class _RecordingRow:
+    """A recording row as the journal last wrote it, and whether its INSERT committed."""
+
+    values: dict[str, Any]
+    inserted: bool = False
 
 
 def _log_lost_row(start: CallStart, end: CallEnd, reason: str) -> None:
