@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import yarl
@@ -331,32 +331,34 @@ class AriClient:
         """Send one request to `path`, the specification's template filled from path_params."""
         operation = f"{method} {path}"
         # Ids go into the path percent-encoded, "/" included, because recording names may
-        # contain folders ("calltracking/2026/12/04/...").
+        # contain folders ("calltracking/2026/12/04/..."). The query is encoded here too, so
+        # that the URL is built once per request and aiohttp need not parse and re-encode it.
         encoded = path.format(**{key: quote(value, safe="") for key, value in path_params.items()})
-        url = yarl.URL(self._rest_base + encoded, encoded=True)
         params = _query_params(query)
-        log.debug("ARI %s %s %s", method, encoded, params)
+        if params:
+            encoded += "?" + urlencode(params, quote_via=quote)
+        url = yarl.URL(self._rest_base + encoded, encoded=True)
+        log.debug("ARI %s %s", method, encoded)
 
         if self._closed:
             raise AriUnavailable(operation, resource_id, None, "client is closed")
         with map_transport_errors(operation, resource_id):
-            async with self._get_session().request(
-                method, url, params=params, json=body, timeout=self._timeout
-            ) as response:
-                text = await response.text()
+            # The session's timeout (request_timeout) bounds each request.
+            async with self._get_session().request(method, url, json=body) as response:
+                content = await response.read()
                 status = response.status
 
-        if status == 204 or (200 <= status < 300 and not text.strip()):
-            return None
         if 200 <= status < 300:
+            if status == 204 or not content.strip():
+                return None
             try:
-                return json.loads(text)
-            except json.JSONDecodeError:
+                return json.loads(content)
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 raise ServerError(
-                    operation, resource_id, status, f"response is not JSON: {describe_frame(text)}"
+                    operation, resource_id, status, f"response is not JSON: {describe_frame(content)}"
                 ) from None
         raise error_for_status(
-            status, _asterisk_message(text, response.reason), operation=operation, resource_id=resource_id
+            status, _asterisk_message(content, response.reason), operation=operation, resource_id=resource_id
         )
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -512,14 +514,14 @@ def _variables_body(variables: Mapping[str, Any] | None) -> dict[str, dict[str, 
     return {"variables": {name: str(value) for name, value in variables.items()}}
 
 
-def _asterisk_message(text: str, reason: str | None) -> str:
+def _asterisk_message(content: bytes, reason: str | None) -> str:
     """Extract Asterisk's error text from a `{"message": ...}` body, or fall back to the reason."""
     try:
-        body = json.loads(text)
-    except json.JSONDecodeError:
+        body = json.loads(content)
+    except (UnicodeDecodeError, json.JSONDecodeError):
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return body["message"]
-    if text.strip():
-        return describe_frame(text.strip())
+    if content.strip():
+        return describe_frame(content.strip())
     return reason or "no message"
