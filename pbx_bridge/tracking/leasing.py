@@ -1,12 +1,13 @@
 """Leases of pool numbers: race-free claims, heartbeats, leaving, and the lease history.
 
 A pool number is free when its `held_until` has passed; a number never leased has held_until at the
-epoch. Every claim is one conditional UPDATE of the number row, so two sessions can never claim one
-number together. On PostgreSQL the candidate row is locked with FOR UPDATE SKIP LOCKED, and the
-UPDATE re-checks the condition on the row it locked. On SQLite every write transaction runs alone.
+epoch. A claim serves a batch of sessions at once: it selects the first free numbers in claim
+order, locking them with FOR UPDATE SKIP LOCKED on PostgreSQL, then one UPDATE gives each number
+its session and re-checks on the written row that the number is still free. Two sessions can
+never claim one number together, within one process or across several.
 
 Claims read the (pool_id, state, held_until, id) index of tracking_numbers in its order, so a claim
-costs one index lookup whatever the pool's size.
+costs one index range read whatever the pool's size.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import models
@@ -35,6 +36,7 @@ _CLAIM_ORDER = (_NUMBER.held_until, _NUMBER.id)
 class LeasedNumber:
     number_id: int
     number: str
+    session_id: int
     reused: bool = False
 
 
@@ -47,95 +49,79 @@ def live_hold_until(pool: PoolSettings, now: datetime) -> datetime:
     return now + timedelta(seconds=pool.hold_time + pool.heartbeat_interval)
 
 
-async def claim_free_number(
-    session: AsyncSession, pool: PoolSettings, session_id: int, now: datetime
-) -> LeasedNumber | None:
-    """Claim the pool number that has been free the longest, or return None when none is free."""
-    is_free = _NUMBER.held_until < now
-    candidate = _first_active_number(pool, is_free)
-    return await _claim(session, candidate, is_free, pool, session_id, now, reused=False)
+async def claim_free_numbers(
+    session: AsyncSession, pool: PoolSettings, session_ids: list[int], now: datetime
+) -> list[LeasedNumber]:
+    """Claim one number for each session, those free the longest first.
 
-
-async def claim_reused_number(
-    session: AsyncSession, pool: PoolSettings, session_id: int, now: datetime
-) -> LeasedNumber | None:
-    """Take over the least recently active number of an exhausted pool.
-
-    The lease is marked reused, and calls that both leases cover become pool-ambiguous.
-    Returns None when every number is locked by a concurrent claim at this moment.
+    Returns fewer numbers than sessions when the pool runs out; the sessions left out are the
+    last ones of `session_ids`.
     """
-    candidate = _first_active_number(pool)
-    return await _claim(session, candidate, None, pool, session_id, now, reused=True)
+    return await _claim(session, pool, session_ids, now, _NUMBER.held_until < now, reused=False)
 
 
-def _first_active_number(pool: PoolSettings, *conditions: Any) -> Any:
-    """Build the subquery of the pool's active number first in claim order, skipping rows that
-    a concurrent claim has locked."""
-    return (
-        select(_NUMBER.id)
-        .where(
-            _NUMBER.pool_id == pool.pool_id,
-            _NUMBER.state == models.NumberState.ACTIVE.value,
-            *conditions,
-        )
-        .order_by(*_CLAIM_ORDER)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+async def claim_reused_numbers(
+    session: AsyncSession, pool: PoolSettings, session_ids: list[int], now: datetime
+) -> list[LeasedNumber]:
+    """Take over the least recently active numbers of an exhausted pool, one per session.
+
+    The leases are marked reused, and calls that two leases cover become pool-ambiguous.
+    Returns fewer numbers than sessions when concurrent claims hold the rest at this moment.
+    """
+    return await _claim(session, pool, session_ids, now, reused=True)
 
 
-async def resume_held_number(
-    session: AsyncSession, pool: PoolSettings, session_id: int, now: datetime
-) -> LeasedNumber | None:
-    """Give a returning visitor's session its number back if the session still holds it."""
-    row = (
+async def resume_held_numbers(
+    session: AsyncSession, pool: PoolSettings, session_ids: list[int], now: datetime
+) -> dict[int, LeasedNumber]:
+    """Give returning visitors' sessions their numbers back where they still hold them.
+
+    Returns the numbers by session id; sessions that hold none are left out.
+    """
+    rows = (
         await session.execute(
             update(_NUMBER)
             .where(
-                _NUMBER.held_by_session_id == session_id,
+                _NUMBER.held_by_session_id.in_(session_ids),
                 _NUMBER.pool_id == pool.pool_id,
                 _NUMBER.held_until >= now,
             )
             .values(held_until=live_hold_until(pool, now))
-            .returning(_NUMBER.id, _NUMBER.number)
+            .returning(_NUMBER.id, _NUMBER.number, _NUMBER.held_by_session_id)
+            .execution_options(synchronize_session=False)
         )
-    ).first()
-    if row is None:
-        return None
-    await _touch_lease(session, session_id, row.id, now)
-    return LeasedNumber(row.id, row.number)
+    ).all()
+    await _touch_leases(session, [(row.held_by_session_id, row.id) for row in rows], now)
+    return {row.held_by_session_id: LeasedNumber(row.id, row.number, row.held_by_session_id) for row in rows}
 
 
-async def extend_hold(
+async def extend_holds(
     session: AsyncSession,
     pool: PoolSettings,
     site_id: int,
-    session_id: int,
-    visitor_id: str,
+    visitors: list[tuple[int, str]],
     now: datetime,
-) -> bool:
-    """Record a heartbeat; returns False when the session no longer holds a number.
+) -> set[int]:
+    """Record heartbeats of (session id, visitor id) pairs; returns the session ids that still
+    hold a number.
 
-    The number stays with the session as long as no other session claimed it, even after a gap
+    A number stays with its session as long as no other session claimed it, even after a gap
     in heartbeats (a laptop that slept), so the visitor keeps seeing the same number.
     """
-    row = (
+    rows = (
         await session.execute(
             update(_NUMBER)
             .where(
-                _NUMBER.held_by_session_id == session_id,
                 _NUMBER.pool_id == pool.pool_id,
-                _NUMBER.held_by_session_id.in_(_owned_session(site_id, session_id, visitor_id)),
+                _NUMBER.held_by_session_id.in_(_owned_sessions(site_id, visitors)),
             )
             .values(held_until=live_hold_until(pool, now))
-            .returning(_NUMBER.id)
+            .returning(_NUMBER.id, _NUMBER.held_by_session_id)
+            .execution_options(synchronize_session=False)
         )
-    ).first()
-    if row is None:
-        return False
-    await _touch_lease(session, session_id, row.id, now)
-    return True
+    ).all()
+    await _touch_leases(session, [(row.held_by_session_id, row.id) for row in rows], now)
+    return {row.held_by_session_id for row in rows}
 
 
 async def release_hold(
@@ -153,7 +139,7 @@ async def release_hold(
             .where(
                 _NUMBER.held_by_session_id == session_id,
                 _NUMBER.pool_id == pool.pool_id,
-                _NUMBER.held_by_session_id.in_(_owned_session(site_id, session_id, visitor_id)),
+                _NUMBER.held_by_session_id.in_(_owned_sessions(site_id, [(session_id, visitor_id)])),
             )
             .values(held_until=now + timedelta(seconds=pool.hold_time))
             .returning(_NUMBER.id)
@@ -175,55 +161,94 @@ async def release_hold(
 
 async def _claim(
     session: AsyncSession,
-    candidate,
-    still_free,
     pool: PoolSettings,
-    session_id: int,
+    session_ids: list[int],
     now: datetime,
-    *,
+    *conditions: Any,
     reused: bool,
-) -> LeasedNumber | None:
-    statement = update(_NUMBER).where(_NUMBER.id == candidate)
-    if still_free is not None:
-        # Re-checked on the row version the UPDATE locks, which PostgreSQL's READ COMMITTED
-        # re-reads when another transaction changed the row in the meantime.
-        statement = statement.where(still_free)
-    row = (
+) -> list[LeasedNumber]:
+    hold = live_hold_until(pool, now)
+    leased: list[LeasedNumber] = []
+    waiting = list(session_ids)
+    while waiting:
+        candidates = (
+            await session.execute(_first_active_numbers(pool, len(waiting), *conditions))
+        ).scalars().all()
+        if not candidates:
+            break
+        owners = dict(zip(candidates, waiting))
+        # The conditions are checked again on the rows the UPDATE writes. On PostgreSQL this
+        # transaction holds their locks already; on SQLite the SELECT may run before the write
+        # transaction begins, and a row another process claimed meanwhile is left out here and
+        # replaced in the next round.
+        rows = (
+            await session.execute(
+                update(_NUMBER)
+                .where(_NUMBER.id.in_(candidates), *conditions)
+                .values(held_by_session_id=case(owners, value=_NUMBER.id), held_until=hold)
+                .returning(_NUMBER.id, _NUMBER.number, _NUMBER.held_by_session_id)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+        leased += [LeasedNumber(row.id, row.number, row.held_by_session_id, reused) for row in rows]
+        claimed = {row.held_by_session_id for row in rows}
+        waiting = [session_id for session_id in waiting if session_id not in claimed]
+        if len(rows) == len(candidates):
+            # Nothing was lost to a concurrent claim, so the SELECT found every number it could.
+            break
+    if leased:
+        # A Core insert with RETURNING goes out as one multi-row INSERT; an ORM insert would
+        # process each row in Python, and without RETURNING asyncpg runs one INSERT per row.
         await session.execute(
-            statement.values(held_by_session_id=session_id, held_until=live_hold_until(pool, now))
-            .returning(_NUMBER.id, _NUMBER.number)
-            # Rows of the ORM identity map need no refresh: the claim is the whole transaction.
-            .execution_options(synchronize_session=False)
+            insert(_LEASE.__table__).returning(_LEASE.id),
+            [
+                {
+                    "number_id": lease.number_id,
+                    "session_id": lease.session_id,
+                    "leased_at": now,
+                    "last_seen_at": now,
+                    "reused": reused,
+                }
+                for lease in leased
+            ],
         )
-    ).first()
-    if row is None:
-        return None
-    await session.execute(
-        insert(_LEASE).values(
-            number_id=row.id,
-            session_id=session_id,
-            leased_at=now,
-            last_seen_at=now,
-            reused=reused,
+    position = {session_id: index for index, session_id in enumerate(session_ids)}
+    return sorted(leased, key=lambda lease: position[lease.session_id])
+
+
+def _first_active_numbers(pool: PoolSettings, limit: int, *conditions: Any) -> Any:
+    """Select the pool's active numbers first in claim order, skipping rows that a concurrent
+    claim has locked."""
+    return (
+        select(_NUMBER.id)
+        .where(
+            _NUMBER.pool_id == pool.pool_id,
+            _NUMBER.state == models.NumberState.ACTIVE.value,
+            *conditions,
         )
+        .order_by(*_CLAIM_ORDER)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return LeasedNumber(row.id, row.number, reused)
 
 
-async def _touch_lease(session: AsyncSession, session_id: int, number_id: int, now: datetime) -> None:
-    # The live lease of this session and number: the visitor is back, so it is not released.
+async def _touch_leases(session: AsyncSession, pairs: list[tuple[int, int]], now: datetime) -> None:
+    # The live leases of these (session, number) pairs: the visitor is back, so not released.
+    if not pairs:
+        return
     await session.execute(
         update(_LEASE)
-        .where(_LEASE.session_id == session_id, _LEASE.number_id == number_id)
+        .where(tuple_(_LEASE.session_id, _LEASE.number_id).in_(pairs))
         .values(last_seen_at=now, released_at=None)
         .execution_options(synchronize_session=False)
     )
 
 
-def _owned_session(site_id: int, session_id: int, visitor_id: str):
+def _owned_sessions(site_id: int, visitors: list[tuple[int, str]]) -> Any:
     # Heartbeats and leave requests name a session; only its own visitor may act on it.
+    # The plain id list lets PostgreSQL read the primary key; the pairs then filter the rows.
     return select(_VISITOR.id).where(
-        _VISITOR.id == session_id,
+        _VISITOR.id.in_([session_id for session_id, _ in visitors]),
         _VISITOR.site_id == site_id,
-        _VISITOR.visitor_id == visitor_id,
+        tuple_(_VISITOR.id, _VISITOR.visitor_id).in_(visitors),
     )

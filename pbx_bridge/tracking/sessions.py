@@ -7,17 +7,22 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, union_all, update
 
 import models
 from pbx_bridge.storage import Database
 from pbx_bridge.tracking import leasing
+from pbx_bridge.tracking.batching import Batcher
 from pbx_bridge.tracking.classify import classify_source
-from pbx_bridge.tracking.sites import SiteDirectory, SiteSettings
+from pbx_bridge.tracking.sites import PoolSettings, SiteDirectory, SiteSettings
 from pbx_bridge.tracking.visitor import VisitorData
 
 log = logging.getLogger("pbx_bridge.tracking")
+
+_VISITOR = models.VisitorSession
 
 
 class NumberKind(str, enum.Enum):
@@ -41,14 +46,46 @@ class StartedSession:
     heartbeat_interval: int | None
 
 
+@dataclass(frozen=True)
+class StartRequest:
+    site: SiteSettings
+    data: VisitorData
+    source_id: int | None
+    ip: str | None
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    site: SiteSettings
+    session_id: int
+    visitor_id: str
+    now: datetime
+
+
 class TrackingService:
-    """Session start, heartbeat and leave for the public tracking endpoints."""
+    """Session start, heartbeat and leave for the public tracking endpoints.
+
+    Starts and heartbeats that arrive together are written in one transaction (see batching.py);
+    each caller still gets its own result.
+    """
 
     def __init__(self, database: Database, sites: SiteDirectory) -> None:
         self.database = database
         self.sites = sites
         # Pool id -> (monotonic time of the last warning, exhaustions since then).
         self._exhaustion_log: dict[int, tuple[float, int]] = {}
+        # SQLite runs one write transaction at a time, so a second batch would only wait for
+        # the lock; PostgreSQL builds one batch's statements while the other's run.
+        concurrency = 1 if database.is_sqlite else 2
+        self._starts = Batcher(
+            "session starts",
+            self._start_batch,
+            # A visitor's second start must see the session the first one wrote.
+            key=lambda request: (request.site.site_id, request.data.visitor_id),
+            concurrency=concurrency,
+        )
+        self._heartbeats = Batcher("heartbeats", self._heartbeat_batch, concurrency=concurrency)
 
     async def start(
         self, site: SiteSettings, data: VisitorData, ip: str | None, now: datetime
@@ -59,62 +96,7 @@ class TrackingService:
         the source's static number when it has one, and the site's default number otherwise.
         """
         source_id = classify_source(site, data)
-        async with self.database.transaction() as session:
-            previous_id = (
-                await session.execute(
-                    select(models.VisitorSession.id)
-                    .where(
-                        models.VisitorSession.site_id == site.site_id,
-                        models.VisitorSession.visitor_id == data.visitor_id,
-                    )
-                    .order_by(models.VisitorSession.started_at.desc(), models.VisitorSession.id.desc())
-                    .limit(1)
-                )
-            ).scalar_one_or_none()
-
-            if previous_id is not None and site.pool is not None:
-                held = await leasing.resume_held_number(session, site.pool, previous_id, now)
-                if held is not None:
-                    await session.execute(
-                        update(models.VisitorSession)
-                        .where(models.VisitorSession.id == previous_id)
-                        .values(last_seen_at=now)
-                    )
-                    stored_source_id = (
-                        await session.execute(
-                            select(models.VisitorSession.source_id).where(
-                                models.VisitorSession.id == previous_id
-                            )
-                        )
-                    ).scalar_one()
-                    return StartedSession(
-                        session_id=previous_id,
-                        source_id=stored_source_id,
-                        number=held.number,
-                        kind=NumberKind.POOL,
-                        first_visit=False,
-                        resumed=True,
-                        heartbeat_interval=site.pool.heartbeat_interval,
-                    )
-
-            session_id = (
-                await session.execute(
-                    insert(models.VisitorSession)
-                    .values(**_session_columns(site, data, source_id, ip, now, previous_id is None))
-                    .returning(models.VisitorSession.id)
-                )
-            ).scalar_one()
-
-            number, kind, heartbeat = await self._choose_number(session, site, source_id, session_id, now)
-            return StartedSession(
-                session_id=session_id,
-                source_id=source_id,
-                number=number,
-                kind=kind,
-                first_visit=previous_id is None,
-                resumed=False,
-                heartbeat_interval=heartbeat,
-            )
+        return await self._starts.submit(StartRequest(site, data, source_id, ip, now))
 
     async def heartbeat(
         self, site: SiteSettings, session_id: int, visitor_id: str, now: datetime
@@ -122,10 +104,7 @@ class TrackingService:
         """Keep the session's lease alive; returns False when it holds no number any more."""
         if site.pool is None:
             return False
-        async with self.database.transaction() as session:
-            return await leasing.extend_hold(
-                session, site.pool, site.site_id, session_id, visitor_id, now
-            )
+        return await self._heartbeats.submit(Heartbeat(site, session_id, visitor_id, now))
 
     async def leave(self, site: SiteSettings, session_id: int, visitor_id: str, now: datetime) -> bool:
         """Start the hold time of the session's number; returns False when it holds none."""
@@ -136,41 +115,150 @@ class TrackingService:
                 session, site.pool, site.site_id, session_id, visitor_id, now
             )
 
-    async def _choose_number(
-        self, session, site: SiteSettings, source_id: int | None, session_id: int, now: datetime
-    ) -> tuple[str | None, NumberKind, int | None]:
-        dynamic = any(rule.dynamic for rule in site.rules if rule.source_id == source_id)
-        if dynamic and site.pool is not None:
-            pool = site.pool
-            leased = await leasing.claim_free_number(session, pool, session_id, now)
-            if leased is not None:
-                return leased.number, NumberKind.POOL, pool.heartbeat_interval
+    async def _start_batch(self, requests: list[StartRequest]) -> list[StartedSession]:
+        results: dict[int, StartedSession] = {}
+        async with self.database.transaction() as session:
+            for group in _by_site(requests):
+                started = await self._start_site(session, [request for _, request in group])
+                results.update(zip((index for index, _ in group), started))
+        return [results[index] for index in range(len(requests))]
 
-            await session.execute(
-                insert(models.PoolExhaustion).values(
-                    pool_id=pool.pool_id,
-                    session_id=session_id,
-                    occurred_at=now,
-                    policy=pool.exhausted_policy.value,
-                )
+    async def _start_site(self, session, requests: list[StartRequest]) -> list[StartedSession]:
+        """Start or resume the sessions of one site's visitors, all different."""
+        site = requests[0].site
+        # The batch decides holds at its latest request's time; they all arrived together.
+        now = max(request.now for request in requests)
+        previous = await _latest_sessions(session, site.site_id, [r.data.visitor_id for r in requests])
+
+        resumed: dict[int, leasing.LeasedNumber] = {}
+        if previous and site.pool is not None:
+            resumed = await leasing.resume_held_numbers(
+                session, site.pool, [row.id for row in previous.values()], now
             )
-            self._log_exhaustion(pool.pool_id, pool.exhausted_policy)
-            if pool.exhausted_policy is models.ExhaustedPolicy.REUSE:
-                leased = await leasing.claim_reused_number(session, pool, session_id, now)
-                if leased is not None:
-                    return leased.number, NumberKind.POOL_REUSED, pool.heartbeat_interval
-            return site.default_number, NumberKind.DEFAULT, None
+            if resumed:
+                await session.execute(
+                    update(models.VisitorSession)
+                    .where(models.VisitorSession.id.in_(resumed))
+                    .values(last_seen_at=now)
+                    .execution_options(synchronize_session=False)
+                )
 
-        if source_id is not None and source_id in site.static_numbers:
-            return site.static_numbers[source_id], NumberKind.STATIC, None
-        return site.default_number, NumberKind.DEFAULT, None
+        results: list[StartedSession | None] = [None] * len(requests)
+        new: list[int] = []
+        for index, request in enumerate(requests):
+            prior = previous.get(request.data.visitor_id)
+            held = resumed.get(prior.id) if prior is not None else None
+            if held is None:
+                new.append(index)
+                continue
+            results[index] = StartedSession(
+                session_id=prior.id,
+                source_id=prior.source_id,
+                number=held.number,
+                kind=NumberKind.POOL,
+                first_visit=False,
+                resumed=True,
+                heartbeat_interval=site.pool.heartbeat_interval,
+            )
 
+        if new:
+            rows = [
+                _session_columns(requests[i], first_visit=requests[i].data.visitor_id not in previous)
+                for i in new
+            ]
+            session_ids = await _insert_sessions(session, rows)
+            numbers = await self._choose_numbers(session, site, [requests[i] for i in new], session_ids, now)
+            for i, session_id, (number, kind, heartbeat) in zip(new, session_ids, numbers):
+                results[i] = StartedSession(
+                    session_id=session_id,
+                    source_id=requests[i].source_id,
+                    number=number,
+                    kind=kind,
+                    first_visit=requests[i].data.visitor_id not in previous,
+                    resumed=False,
+                    heartbeat_interval=heartbeat,
+                )
+        return results
 
-    def _log_exhaustion(self, pool_id: int, policy: models.ExhaustedPolicy) -> None:
+    async def _choose_numbers(
+        self,
+        session,
+        site: SiteSettings,
+        requests: list[StartRequest],
+        session_ids: list[int],
+        now: datetime,
+    ) -> list[tuple[str | None, NumberKind, int | None]]:
+        """Pick the number each new session shows, in order: (number, kind, heartbeat interval)."""
+        dynamic_sources = {rule.source_id for rule in site.rules if rule.dynamic}
+        chosen: dict[int, tuple[str | None, NumberKind, int | None]] = {}
+        claimers: list[int] = []
+        for request, session_id in zip(requests, session_ids):
+            if site.pool is not None and request.source_id in dynamic_sources:
+                claimers.append(session_id)
+            elif request.source_id is not None and request.source_id in site.static_numbers:
+                chosen[session_id] = (site.static_numbers[request.source_id], NumberKind.STATIC, None)
+            else:
+                chosen[session_id] = (site.default_number, NumberKind.DEFAULT, None)
+
+        if claimers:
+            pool = site.pool
+            leased = await leasing.claim_free_numbers(session, pool, claimers, now)
+            for lease in leased:
+                chosen[lease.session_id] = (lease.number, NumberKind.POOL, pool.heartbeat_interval)
+            exhausted = [session_id for session_id in claimers if session_id not in chosen]
+            if exhausted:
+                await self._apply_exhaustion(session, pool, exhausted, now, chosen, site.default_number)
+        return [chosen[session_id] for session_id in session_ids]
+
+    async def _apply_exhaustion(
+        self,
+        session,
+        pool: PoolSettings,
+        session_ids: list[int],
+        now: datetime,
+        chosen: dict[int, tuple[str | None, NumberKind, int | None]],
+        default_number: str | None,
+    ) -> None:
+        """Record that these sessions found the pool exhausted and apply the pool's policy."""
+        # One multi-row INSERT, as leasing._claim does it.
+        await session.execute(
+            insert(models.PoolExhaustion.__table__).returning(models.PoolExhaustion.id),
+            [
+                {
+                    "pool_id": pool.pool_id,
+                    "session_id": session_id,
+                    "occurred_at": now,
+                    "policy": pool.exhausted_policy.value,
+                }
+                for session_id in session_ids
+            ],
+        )
+        self._log_exhaustion(pool.pool_id, pool.exhausted_policy, len(session_ids))
+        if pool.exhausted_policy is models.ExhaustedPolicy.REUSE:
+            for lease in await leasing.claim_reused_numbers(session, pool, session_ids, now):
+                chosen[lease.session_id] = (lease.number, NumberKind.POOL_REUSED, pool.heartbeat_interval)
+        for session_id in session_ids:
+            chosen.setdefault(session_id, (default_number, NumberKind.DEFAULT, None))
+
+    async def _heartbeat_batch(self, beats: list[Heartbeat]) -> list[bool]:
+        held: set[int] = set()
+        async with self.database.transaction() as session:
+            for group in _by_site(beats):
+                site = group[0][1].site
+                held |= await leasing.extend_holds(
+                    session,
+                    site.pool,
+                    site.site_id,
+                    [(beat.session_id, beat.visitor_id) for _, beat in group],
+                    max(beat.now for _, beat in group),
+                )
+        return [beat.session_id in held for beat in beats]
+
+    def _log_exhaustion(self, pool_id: int, policy: models.ExhaustedPolicy, times: int) -> None:
         # One warning per pool a minute: an exhausted pool under load would flood the log.
         now = time.monotonic()
         last_logged, count = self._exhaustion_log.get(pool_id, (0.0, 0))
-        count += 1
+        count += times
         if now - last_logged < 60:
             self._exhaustion_log[pool_id] = (last_logged, count)
             return
@@ -183,19 +271,63 @@ class TrackingService:
         self._exhaustion_log[pool_id] = (now, 0)
 
 
-def _session_columns(
-    site: SiteSettings,
-    data: VisitorData,
-    source_id: int | None,
-    ip: str | None,
-    now: datetime,
-    first_visit: bool,
-) -> dict[str, object]:
+def _by_site(items: list) -> list[list[tuple[int, Any]]]:
+    """Group (position, item) pairs by the item's site, keeping the order within each group."""
+    groups: dict[int, list[tuple[int, Any]]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(item.site.site_id, []).append((index, item))
+    return list(groups.values())
+
+
+async def _latest_sessions(session, site_id: int, visitor_ids: list[str]) -> dict[str, Any]:
+    """Return each visitor's latest session (id, source_id) by visitor id; new visitors are left out."""
+    # Rounded up to a power of two by repeating the last visitor, so that a handful of
+    # statements serve every batch size; a repeated lookup returns the same row again.
+    size = 1 << (len(visitor_ids) - 1).bit_length()
+    padded = visitor_ids + visitor_ids[-1:] * (size - len(visitor_ids))
+    parameters = {f"visitor_{index}": visitor_id for index, visitor_id in enumerate(padded)}
+    rows = await session.execute(_latest_sessions_query(size), {"site_id": site_id, **parameters})
+    return {row.visitor_id: row for row in rows}
+
+
+@lru_cache(maxsize=16)
+def _latest_sessions_query(count: int) -> Any:
+    """One LIMIT 1 lookup per visitor, joined with UNION ALL, so each reads the (site_id,
+    visitor_id, started_at) index at one point however many sessions the visitor has had.
+
+    Built once per size: building and compiling the expression costs more than running it.
+    """
+    lookups = [
+        select(_VISITOR.id, _VISITOR.visitor_id, _VISITOR.source_id)
+        .where(
+            _VISITOR.site_id == bindparam("site_id"),
+            _VISITOR.visitor_id == bindparam(f"visitor_{index}"),
+        )
+        .order_by(_VISITOR.started_at.desc(), _VISITOR.id.desc())
+        .limit(1)
+        .subquery()
+        for index in range(count)
+    ]
+    return union_all(*(select(lookup) for lookup in lookups))
+
+
+async def _insert_sessions(session, rows: list[dict[str, object]]) -> list[int]:
+    """Insert the sessions in one statement and return their ids in the order of `rows`."""
+    inserted = await session.execute(
+        insert(_VISITOR.__table__).returning(_VISITOR.id, _VISITOR.visitor_id), rows
+    )
+    # Visitor ids are unique within one site's batch, so they tell the rows apart.
+    ids = {row.visitor_id: row.id for row in inserted}
+    return [ids[row["visitor_id"]] for row in rows]
+
+
+def _session_columns(request: StartRequest, *, first_visit: bool) -> dict[str, object]:
+    data = request.data
     return {
-        "site_id": site.site_id,
+        "site_id": request.site.site_id,
         "visitor_id": data.visitor_id,
         "first_visit": first_visit,
-        "source_id": source_id,
+        "source_id": request.source_id,
         **data.tags,
         "referrer": data.referrer,
         "referrer_host": data.referrer_host,
@@ -205,7 +337,7 @@ def _session_columns(
         "browser": data.browser,
         "os": data.os,
         "user_agent": data.user_agent,
-        "ip": ip,
-        "started_at": now,
-        "last_seen_at": now,
+        "ip": request.ip,
+        "started_at": request.now,
+        "last_seen_at": request.now,
     }

@@ -190,7 +190,7 @@ class _PlanRecorded(Exception):
 
 
 @pytest.mark.parametrize(
-    "claim", [leasing.claim_free_number, leasing.claim_reused_number], ids=["free", "reused"]
+    "claim", [leasing.claim_free_numbers, leasing.claim_reused_numbers], ids=["free", "reused"]
 )
 async def test_claim_reads_index_without_sort(database, claim):
     setup = await create_site(database, pool_size=20)
@@ -205,7 +205,7 @@ async def test_claim_reads_index_without_sort(database, claim):
             await connection.execute(text("SET LOCAL enable_seqscan = off"))
             recorder = _PlanRecorder(connection, "EXPLAIN ")
         with pytest.raises(_PlanRecorded):
-            await claim(recorder, pool, 1, T0)
+            await claim(recorder, pool, [1], T0)
         await connection.rollback()
 
     plan = "\n".join(recorder.plan)

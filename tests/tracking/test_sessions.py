@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select
 
 import models
+from pbx_bridge.storage import Database
 from pbx_bridge.tracking.sessions import NumberKind, TrackingService
 from pbx_bridge.tracking.sites import SiteDirectory
 from pbx_bridge.tracking.visitor import read_start_request
@@ -262,3 +263,59 @@ async def test_concurrent_starts_never_share_number(database):
     assert all(result.number == setup.default_number for result in defaulted)
     assert await _count(database, models.NumberLease) == 50
     assert await _count(database, models.PoolExhaustion) == 450
+
+
+async def test_simultaneous_starts_of_one_visitor_share_a_session(database):
+    await create_site(database, pool_size=5)
+    service, site = await _service(database)
+
+    async def start():
+        data = read_start_request(_request("visitor-0001", utm_source="google"), None)
+        return await service.start(site, data, None, T0)
+
+    first, second = await asyncio.gather(start(), start())
+
+    assert second.session_id == first.session_id
+    assert second.number == first.number
+    assert (first.first_visit, second.first_visit) == (True, False)
+    assert second.resumed is True
+    assert await _count(database, models.VisitorSession) == 1
+    assert await _count(database, models.NumberLease) == 1
+
+
+async def test_two_processes_never_share_a_number(database_url):
+    # Two engines stand for two pbx-bridge processes: each batches its own starts, and only
+    # the database keeps them apart. Their batches overlap most of the time, not always, so
+    # three rounds run, a day apart, each on a pool that is free again.
+    first_database, second_database = Database(database_url), Database(database_url)
+    try:
+        setup = await create_site(first_database, pool_size=50)
+        services = [await _service(first_database), await _service(second_database)]
+
+        async def start(index: int, now: datetime, **tags: str):
+            service, site = services[index % 2]
+            data = read_start_request(_request(f"visitor-{index:05d}", **tags), None)
+            return await service.start(site, data, None, now)
+
+        # Direct visits get no pool number; they only make both engines compile their
+        # statements, so that the batches below run side by side rather than one by one.
+        await asyncio.gather(*(start(index, T0) for index in range(10000, 10300)))
+        rounds = []
+        for round_ in range(3):
+            now = T0 + timedelta(days=round_)
+            rounds.append(
+                await asyncio.gather(
+                    *(start(round_ * 1000 + index, now, utm_source="google") for index in range(300))
+                )
+            )
+        async with first_database.sessions() as session:
+            leased = (await session.execute(select(models.NumberLease.number_id))).scalars().all()
+    finally:
+        await first_database.close()
+        await second_database.close()
+
+    for results in rounds:
+        pooled = [result.number for result in results if result.kind is NumberKind.POOL]
+        assert sorted(pooled) == sorted(setup.pool_numbers)
+        assert sum(result.kind is NumberKind.DEFAULT for result in results) == 250
+    assert len(leased) == 150

@@ -1,0 +1,113 @@
+"""Group commit for the tracking API: requests that arrive together share one transaction.
+
+A session start costs a handful of statements and a commit. Under load, paying those once per
+batch instead of once per request is what lets one process serve thousands of starts a second:
+the database sees a few multi-row statements, and Python builds a few statements, not hundreds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+log = logging.getLogger("pbx_bridge.tracking")
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Batcher(Generic[Item, Result]):
+    """Runs `handle` on the items submitted while earlier batches ran, `concurrency` batches at
+    a time.
+
+    An item submitted to an idle batcher runs at once, alone, so batching adds no wait; under
+    load each batch takes what queued up meanwhile. `handle` returns one result per item, in
+    order. Items with the same `key` never run together: the later one waits until the earlier
+    one's batch is done, so it sees what that batch wrote. When a batch fails, its items run
+    again one by one, so a bad item fails only its own request.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        handle: Callable[[list[Item]], Awaitable[list[Result]]],
+        *,
+        key: Callable[[Item], Hashable] | None = None,
+        concurrency: int = 1,
+        max_size: int = 200,
+    ) -> None:
+        self.name = name
+        self._handle = handle
+        self._key = key
+        self._concurrency = concurrency
+        self._max_size = max_size
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._busy_keys: set[Hashable] = set()
+        self._workers: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: Item) -> Result:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if len(self._workers) < self._concurrency:
+            worker = asyncio.create_task(self._drain(), name=f"batcher-{self.name}")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        # A worker stops when nothing it may take is left; items that wait for a busy key are
+        # taken by the worker running that key's batch once it is done.
+        while batch := self._take():
+            keys = {self._key(item) for item, _ in batch} if self._key else set()
+            self._busy_keys |= keys
+            try:
+                await self._run(batch)
+            finally:
+                self._busy_keys -= keys
+
+    def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
+        later: list[tuple[Item, asyncio.Future[Result]]] = []
+        keys: set[Hashable] = set()
+        for entry in self._pending:
+            key = self._key(entry[0]) if self._key else None
+            if len(batch) >= self._max_size or (
+                key is not None and (key in keys or key in self._busy_keys)
+            ):
+                later.append(entry)
+            else:
+                keys.add(key)
+                batch.append(entry)
+        self._pending = later
+        return batch
+
+    async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._handle([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} results for {len(batch)} {self.name}")
+        except Exception as error:
+            if len(batch) == 1:
+                _settle(batch[0][1], error=error)
+                return
+            log.warning(
+                "a batch of %s %s failed (%s); running them one by one",
+                len(batch), self.name, type(error).__name__,
+            )
+            for entry in batch:
+                await self._run([entry])
+            return
+        for (_, future), result in zip(batch, results):
+            _settle(future, result=result)
+
+
+def _settle(future: asyncio.Future, *, result: object = None, error: BaseException | None = None) -> None:
+    # A request whose client went away may have cancelled its future already.
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
