@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+from sqlalchemy import text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -112,6 +113,10 @@ async def seed(url: str) -> None:
         ]
         async with database.transaction() as session:
             await session.execute(models.TrackingNumber.__table__.insert(), rows)
+        # A live database has planner statistics (autovacuum gathers them); a fresh one has none
+        # for its first minute, and plans made without them read the whole pool per heartbeat.
+        async with database.engine.begin() as connection:
+            await connection.execute(text("ANALYZE"))
     finally:
         await database.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,6 @@ log = logging.getLogger("pbx_bridge.tracking")
 # under 7 KiB.
 MAX_BODY_BYTES = 16 * 1024
 SNIPPET_PATH = Path(__file__).parent / "static" / "ct.js"
-
 
 
 class TrackingError(Exception):
@@ -79,9 +79,17 @@ class RateLimiter:
         }
 
 
-SERVICE = web.AppKey("tracking_service", TrackingService)
-LIMITER = web.AppKey("tracking_rate_limiter", RateLimiter)
-SETTINGS = web.AppKey("tracking_config", TrackingConfig)
+@dataclass(frozen=True)
+class TrackingApi:
+    """What the tracking handlers share, kept under one application key: a request looks it up
+    once (aiohttp's request.app is not free at thousands of requests a second)."""
+
+    service: TrackingService
+    limiter: RateLimiter
+    config: TrackingConfig
+
+
+API = web.AppKey("tracking_api", TrackingApi)
 
 
 def add_routes(app: web.Application) -> None:
@@ -89,9 +97,11 @@ def add_routes(app: web.Application) -> None:
     context = app[CONTEXT]
     config = context.config.tracking
     sites = SiteDirectory(context.database, ttl=config.site_cache_seconds)
-    app[SERVICE] = TrackingService(context.database, sites)
-    app[LIMITER] = RateLimiter(config.rate_limit_per_minute, config.rate_limit_burst)
-    app[SETTINGS] = config
+    app[API] = TrackingApi(
+        service=TrackingService(context.database, sites),
+        limiter=RateLimiter(config.rate_limit_per_minute, config.rate_limit_burst),
+        config=config,
+    )
 
     for path, handler in (
         ("/api/v1/track/session", start_session),
@@ -109,10 +119,11 @@ def add_routes(app: web.Application) -> None:
 
 async def start_session(request: web.Request) -> web.Response:
     """Start or resume a visitor session and return the number the page shows."""
+    api = request.app[API]
     try:
-        body, site = await _read_request(request)
+        body, site = await _read_request(request, api)
         data = read_start_request(body, request.headers.get("User-Agent"))
-        started = await request.app[SERVICE].start(site, data, _client_ip(request), utcnow())
+        started = await api.service.start(site, data, _client_ip(request, api), utcnow())
     except TrackingError as error:
         return _error_response(request, error)
     except InvalidField as error:
@@ -134,11 +145,12 @@ async def start_session(request: web.Request) -> web.Response:
 
 async def heartbeat(request: web.Request) -> web.Response:
     """Keep the session's pool number held; 409 when the session lost it."""
+    api = request.app[API]
     try:
-        body, site = await _read_request(request)
+        body, site = await _read_request(request, api)
         session_id = read_session_id(body)
         visitor_id = read_visitor_id(body)
-        held = await request.app[SERVICE].heartbeat(site, session_id, visitor_id, utcnow())
+        held = await api.service.heartbeat(site, session_id, visitor_id, utcnow())
     except TrackingError as error:
         return _error_response(request, error)
     except InvalidField as error:
@@ -157,11 +169,12 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 async def leave(request: web.Request) -> web.Response:
     """Record that the visitor left the page: the hold time of the number starts now."""
+    api = request.app[API]
     try:
-        body, site = await _read_request(request)
+        body, site = await _read_request(request, api)
         session_id = read_session_id(body)
         visitor_id = read_visitor_id(body)
-        released = await request.app[SERVICE].leave(site, session_id, visitor_id, utcnow())
+        released = await api.service.leave(site, session_id, visitor_id, utcnow())
     except TrackingError as error:
         return _error_response(request, error)
     except InvalidField as error:
@@ -203,11 +216,13 @@ def _snippet_bytes() -> bytes:
     return _snippet_cache
 
 
-async def _read_request(request: web.Request) -> tuple[dict[str, Any], SiteSettings]:
+async def _read_request(
+    request: web.Request, api: TrackingApi
+) -> tuple[dict[str, Any], SiteSettings]:
     """Apply the rate limit, read the JSON body and find the site whose key it carries, and
     check that the request comes from one of that site's allowed origins."""
-    limiter = request.app[LIMITER]
-    ip = _client_ip(request) or "unknown"
+    limiter = api.limiter
+    ip = _client_ip(request, api) or "unknown"
     if limiter.enabled and not limiter.allow(ip, time.monotonic()):
         raise TrackingError(
             429, "rate_limited", "too many requests from this address; retry later",
@@ -232,7 +247,7 @@ async def _read_request(request: web.Request) -> tuple[dict[str, Any], SiteSetti
         site_key = read_site_key(body)
     except InvalidField as error:
         raise _invalid(error) from None
-    site = await request.app[SERVICE].sites.get(site_key)
+    site = await api.service.sites.get(site_key)
     if site is None:
         raise TrackingError(404, "unknown_site_key", f"no site has the key {site_key!r}")
 
@@ -247,8 +262,8 @@ async def _read_request(request: web.Request) -> tuple[dict[str, Any], SiteSetti
     return body, site
 
 
-def _client_ip(request: web.Request) -> str | None:
-    header = request.app[SETTINGS].client_ip_header
+def _client_ip(request: web.Request, api: TrackingApi) -> str | None:
+    header = api.config.client_ip_header
     if header:
         value = request.headers.get(header, "")
         last = value.rsplit(",", 1)[-1].strip()

@@ -157,6 +157,7 @@ async def load_site_settings(session: AsyncSession, site_key: str) -> SiteSettin
     )
 
 
+@lru_cache(maxsize=4096)
 def display_number(e164: str, display_format: str | None) -> str:
     """Write `e164` in the site's format, where each X takes the next of the number's last
     digits ("+7 (XXX) XXX-XX-XX"); without a format, the international form."""
