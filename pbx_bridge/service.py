@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -138,6 +139,10 @@ async def _serve(service: Service) -> int:
         log.error("cannot start: %s", str(error).splitlines()[0] if str(error) else type(error).__name__)
         await service.stop()
         return 1
+    # Everything loaded so far (SQLAlchemy's metadata, phone number and user agent rules) lives
+    # as long as the process. Frozen, the collector no longer walks it: a full collection took
+    # about 120 ms before, a pause every few seconds for every request in flight.
+    gc.freeze()
     await stop.wait()
     await service.stop()
     return 0
