@@ -615,10 +615,14 @@ def event_time(event: dict[str, Any]) -> datetime:
     """Asterisk's own time of an event ("2026-12-04T19:25:00.105+0000"), or now when absent."""
     stamp = event.get("timestamp")
     if stamp:
+        # fromisoformat reads Asterisk's "+0000" offset from Python 3.11 on, in 0.1 µs where
+        # strptime takes 8 µs. It also reads a date alone, which has no time zone: not Asterisk's.
         try:
-            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z").astimezone(timezone.utc)
+            at = datetime.fromisoformat(stamp)
         except ValueError:
-            pass
+            at = None
+        if at is not None and at.tzinfo is not None:
+            return at.astimezone(timezone.utc)
     return now_utc()
 
 
