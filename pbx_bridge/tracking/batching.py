@@ -111,3 +111,15 @@ def _settle(future: asyncio.Future, *, result: object = None, error: BaseExcepti
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def padded(values: list) -> list:
+    """Repeat the last value until the list's length is a power of two.
+
+    A list in `IN (...)` or a batch of lookups gives a statement of its own length, and every
+    distinct statement is compiled by SQLAlchemy and prepared by the database connection once
+    more. Padded, a handful of statements serve every batch size; a repeated value matches
+    nothing new.
+    """
+    size = 1 << (len(values) - 1).bit_length() if values else 0
+    return values + values[-1:] * (size - len(values))

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import models
+from pbx_bridge.tracking.batching import padded
 from pbx_bridge.tracking.sites import PoolSettings
 
 _NUMBER = models.TrackingNumber
@@ -82,7 +83,7 @@ async def resume_held_numbers(
         await session.execute(
             update(_NUMBER)
             .where(
-                _NUMBER.held_by_session_id.in_(session_ids),
+                _NUMBER.held_by_session_id.in_(padded(session_ids)),
                 _NUMBER.pool_id == pool.pool_id,
                 _NUMBER.held_until >= now,
             )
@@ -176,7 +177,6 @@ async def _claim(
         ).scalars().all()
         if not candidates:
             break
-        owners = dict(zip(candidates, waiting))
         # The conditions are checked again on the rows the UPDATE writes. On PostgreSQL this
         # transaction holds their locks already; on SQLite the SELECT may run before the write
         # transaction begins, and a row another process claimed meanwhile is left out here and
@@ -184,21 +184,32 @@ async def _claim(
         rows = (
             await session.execute(
                 update(_NUMBER)
-                .where(_NUMBER.id.in_(candidates), *conditions)
-                .values(held_by_session_id=case(owners, value=_NUMBER.id), held_until=hold)
-                .returning(_NUMBER.id, _NUMBER.number, _NUMBER.held_by_session_id)
+                .where(_NUMBER.id.in_(padded(candidates)), *conditions)
+                .values(held_until=hold)
+                .returning(_NUMBER.id, _NUMBER.number)
                 .execution_options(synchronize_session=False)
             )
         ).all()
-        leased += [LeasedNumber(row.id, row.number, row.held_by_session_id, reused) for row in rows]
-        claimed = {row.held_by_session_id for row in rows}
-        waiting = [session_id for session_id in waiting if session_id not in claimed]
+        # The number free the longest goes to the session that came first.
+        order = {number_id: index for index, number_id in enumerate(candidates)}
+        owners = list(zip(sorted(rows, key=lambda row: order[row.id]), waiting))
+        if owners:
+            # The rows are this transaction's now. One prepared statement for every batch size,
+            # which asyncpg sends for all rows in one go.
+            await session.execute(
+                update(_NUMBER.__table__)
+                .where(_NUMBER.__table__.c.id == bindparam("number_id"))
+                .values(held_by_session_id=bindparam("session_id")),
+                [{"number_id": row.id, "session_id": session_id} for row, session_id in owners],
+            )
+        leased += [LeasedNumber(row.id, row.number, session_id, reused) for row, session_id in owners]
+        waiting = waiting[len(owners) :]
         if len(rows) == len(candidates):
             # Nothing was lost to a concurrent claim, so the SELECT found every number it could.
             break
     if leased:
-        # A Core insert with RETURNING goes out as one multi-row INSERT; an ORM insert would
-        # process each row in Python, and without RETURNING asyncpg runs one INSERT per row.
+        # One multi-row INSERT, which SQLAlchemy renders when RETURNING is asked for; an ORM
+        # insert would process each row in Python.
         await session.execute(
             insert(_LEASE.__table__).returning(_LEASE.id),
             [
@@ -212,8 +223,7 @@ async def _claim(
                 for lease in leased
             ],
         )
-    position = {session_id: index for index, session_id in enumerate(session_ids)}
-    return sorted(leased, key=lambda lease: position[lease.session_id])
+    return leased
 
 
 def _first_active_numbers(pool: PoolSettings, limit: int, *conditions: Any) -> Any:
@@ -238,7 +248,7 @@ async def _touch_leases(session: AsyncSession, pairs: list[tuple[int, int]], now
         return
     await session.execute(
         update(_LEASE)
-        .where(tuple_(_LEASE.session_id, _LEASE.number_id).in_(pairs))
+        .where(tuple_(_LEASE.session_id, _LEASE.number_id).in_(padded(pairs)))
         .values(last_seen_at=now, released_at=None)
         .execution_options(synchronize_session=False)
     )
@@ -248,7 +258,7 @@ def _owned_sessions(site_id: int, visitors: list[tuple[int, str]]) -> Any:
     # Heartbeats and leave requests name a session; only its own visitor may act on it.
     # The plain id list lets PostgreSQL read the primary key; the pairs then filter the rows.
     return select(_VISITOR.id).where(
-        _VISITOR.id.in_([session_id for session_id, _ in visitors]),
+        _VISITOR.id.in_(padded([session_id for session_id, _ in visitors])),
         _VISITOR.site_id == site_id,
-        tuple_(_VISITOR.id, _VISITOR.visitor_id).in_(visitors),
+        tuple_(_VISITOR.id, _VISITOR.visitor_id).in_(padded(visitors)),
     )

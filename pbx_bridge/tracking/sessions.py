@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, insert, select, union_all, update
 import models
 from pbx_bridge.storage import Database
 from pbx_bridge.tracking import leasing
-from pbx_bridge.tracking.batching import Batcher
+from pbx_bridge.tracking.batching import Batcher, padded
 from pbx_bridge.tracking.classify import classify_source
 from pbx_bridge.tracking.sites import PoolSettings, SiteDirectory, SiteSettings
 from pbx_bridge.tracking.visitor import VisitorData
@@ -138,7 +138,7 @@ class TrackingService:
             if resumed:
                 await session.execute(
                     update(models.VisitorSession)
-                    .where(models.VisitorSession.id.in_(resumed))
+                    .where(models.VisitorSession.id.in_(padded(list(resumed))))
                     .values(last_seen_at=now)
                     .execution_options(synchronize_session=False)
                 )
@@ -281,12 +281,11 @@ def _by_site(items: list) -> list[list[tuple[int, Any]]]:
 
 async def _latest_sessions(session, site_id: int, visitor_ids: list[str]) -> dict[str, Any]:
     """Return each visitor's latest session (id, source_id) by visitor id; new visitors are left out."""
-    # Rounded up to a power of two by repeating the last visitor, so that a handful of
-    # statements serve every batch size; a repeated lookup returns the same row again.
-    size = 1 << (len(visitor_ids) - 1).bit_length()
-    padded = visitor_ids + visitor_ids[-1:] * (size - len(visitor_ids))
-    parameters = {f"visitor_{index}": visitor_id for index, visitor_id in enumerate(padded)}
-    rows = await session.execute(_latest_sessions_query(size), {"site_id": site_id, **parameters})
+    visitor_ids = padded(visitor_ids)
+    parameters = {f"visitor_{index}": visitor_id for index, visitor_id in enumerate(visitor_ids)}
+    rows = await session.execute(
+        _latest_sessions_query(len(visitor_ids)), {"site_id": site_id, **parameters}
+    )
     return {row.visitor_id: row for row in rows}
 
 
