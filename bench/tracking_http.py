@@ -1,13 +1,14 @@
 """Benchmark of the public tracking API: session starts and heartbeats through the full endpoint.
 
-Starts `pbx-bridge serve --no-ari` on 127.0.0.1 with a fresh database (a SQLite file, or a
-throwaway PostgreSQL database), seeds one site with a large pool, and prints:
+Starts `pbx-bridge serve --no-ari --no-delivery` on 127.0.0.1 (`--processes` of them sharing the
+port through http.reuse_port) with a fresh database (a SQLite file, or a throwaway PostgreSQL
+database), seeds one site with a large pool, and prints:
   - session starts per second at 200 connections (wrk, closed loop);
   - latency percentiles at a steady 1,000 starts per second (open loop, this script's own
     generator, latency measured from each request's scheduled send time);
   - heartbeats per second at 200 connections (wrk) and their ratio to starts.
 
-Usage: python bench/tracking_http.py [--backend sqlite|postgres|both] [--seconds 10]
+Usage: python bench/tracking_http.py [--backend sqlite|postgres|both] [--processes 1] [--seconds 10]
 Needs wrk (Debian: apt-get install wrk). Everything runs on loopback and stops by itself.
 """
 
@@ -146,20 +147,26 @@ async def pool_sessions(url: str, limit: int) -> list[tuple[int, str]]:
         await database.close()
 
 
-def start_server(url: str, port: int, log: Path) -> subprocess.Popen:
+def start_servers(url: str, port: int, processes: int, folder: Path) -> list[subprocess.Popen]:
+    """Start `processes` HTTP-only pbx-bridge processes sharing the port (http.reuse_port)."""
     env = dict(
         os.environ,
         PBX_BRIDGE_DATABASE_URL=url,
         PBX_BRIDGE_HTTP_LISTEN=f"127.0.0.1:{port}",
+        PBX_BRIDGE_HTTP_REUSE_PORT="true",
         PBX_BRIDGE_TRACKING_RATE_LIMIT_PER_MINUTE="0",
-        PBX_BRIDGE_DELIVERY_ENABLED="false",
         PBX_BRIDGE_LOG_LEVEL="ERROR",
     )
-    handle = log.open("w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "pbx_bridge", "serve", "--no-ari"],
-        env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
-    )
+    servers = []
+    for index in range(processes):
+        handle = (folder / f"server-{index}.log").open("w")
+        servers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "pbx_bridge", "serve", "--no-ari", "--no-delivery"],
+                env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+            )
+        )
+    return servers
 
 
 async def wait_ready(port: int) -> None:
@@ -296,7 +303,7 @@ async def drop_postgres(name: str) -> None:
         await connection.close()
 
 
-async def bench_backend(backend: str, seconds: int, folder: Path) -> dict[str, object]:
+async def bench_backend(backend: str, processes: int, seconds: int, folder: Path) -> dict[str, object]:
     postgres_name = None
     if backend == "postgres":
         url, postgres_name = await postgres_database()
@@ -304,9 +311,11 @@ async def bench_backend(backend: str, seconds: int, folder: Path) -> dict[str, o
         url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
     await seed(url)
     port = free_port()
-    server = start_server(url, port, folder / f"server-{backend}.log")
+    servers = start_servers(url, port, processes, folder)
     try:
         await wait_ready(port)
+        # Each process has its own connections and statement caches; let them all start.
+        await asyncio.sleep(2)
         starts = await asyncio.to_thread(run_wrk, port, START_LUA, seconds, folder)
         steady = await steady_rate(port, 1000, seconds)
         steady["drain_s"] = await wait_drained(port)
@@ -317,11 +326,13 @@ async def bench_backend(backend: str, seconds: int, folder: Path) -> dict[str, o
             run_wrk, port, HEARTBEAT_LUA % {"file": sessions_file}, seconds, folder
         )
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+        for server in servers:
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
         if postgres_name:
             await drop_postgres(postgres_name)
     return {"starts": starts, "steady_1000": steady, "heartbeats": heartbeats}
@@ -331,16 +342,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--seconds", type=int, default=10, help="length of each phase (default 10)")
+    parser.add_argument(
+        "--processes", type=int, default=1,
+        help="pbx-bridge HTTP processes sharing the port (default 1)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
         return 1
 
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    print(f"machine: {os.cpu_count()} CPUs; server: one pbx-bridge process; load generator on the same host")
+    print(
+        f"machine: {os.cpu_count()} CPUs; server: {args.processes} pbx-bridge process(es) on one "
+        "port; load generator on the same host"
+    )
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix="pbx-bridge-bench-") as folder:
-            result = asyncio.run(bench_backend(backend, args.seconds, Path(folder)))
+            result = asyncio.run(bench_backend(backend, args.processes, args.seconds, Path(folder)))
         starts, steady, heartbeats = result["starts"], result["steady_1000"], result["heartbeats"]
         print(f"\n[{backend}]")
         print(f"session starts, {CONNECTIONS} connections: {starts['rate']:.0f}/s  p99 {starts['p99_ms']:.1f} ms  non-2xx {starts['non_2xx']}")

@@ -50,6 +50,9 @@ class AriConfig:
 @dataclass(frozen=True)
 class HttpConfig:
     listen: str = "127.0.0.1:8080"
+    # Let several processes listen on one port (SO_REUSEPORT); the kernel spreads connections
+    # among them. Extra processes run `serve --no-ari --no-delivery`.
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True)

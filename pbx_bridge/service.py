@@ -105,7 +105,12 @@ class Service:
         app = build_app(AppContext(self.config, self.database, self.ari))
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.http_host, self.config.http_port)
+        site = web.TCPSite(
+            self._runner,
+            self.config.http_host,
+            self.config.http_port,
+            reuse_port=self.config.http.reuse_port,
+        )
         await site.start()
         log.info("HTTP listening on %s:%s", self.config.http_host, self.http_port)
 

@@ -17,8 +17,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def start(tmp_path, *args, extra_env=None):
-    port = free_port()
+async def start(tmp_path, *args, extra_env=None, port=None):
+    port = port or free_port()
     env = {
         **os.environ,
         "PBX_BRIDGE_HTTP_LISTEN": f"127.0.0.1:{port}",
@@ -160,3 +160,45 @@ async def test_readyz_reports_ari_connected(tmp_path):
 
     assert status == 200
     assert ready["ari"] == {"enabled": True, "connected": True}
+
+
+async def test_http_processes_share_a_port_with_reuse_port(tmp_path):
+    port = free_port()
+    shared = {"PBX_BRIDGE_HTTP_REUSE_PORT": "true"}
+    first, base = await start(tmp_path, extra_env=shared, port=port)
+    second, _ = await start(tmp_path, "--no-ari", "--no-delivery", extra_env=shared, port=port)
+    try:
+        # The first process answered start()'s health check; wait until the second listens.
+        await _wait_for_line(second.stderr, "HTTP listening")
+        assert (await stop(first))[0] == 0
+        # With the first process gone, the second one answers on the shared port.
+        status, body = await get_json(base + "/healthz")
+        assert (status, body) == (200, {"status": "ok"})
+    finally:
+        code, _ = await stop(second)
+    assert code == 0
+
+
+async def test_port_taken_without_reuse_port_fails_to_start(tmp_path):
+    port = free_port()
+    first, _ = await start(tmp_path, port=port)
+    try:
+        env = {**os.environ, "PBX_BRIDGE_HTTP_LISTEN": f"127.0.0.1:{port}"}
+        env.pop("PBX_BRIDGE_CONFIG", None)
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pbx_bridge", "serve", "--no-ari", "--no-delivery",
+            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(second.communicate(), 30)
+    finally:
+        await stop(first)
+    assert second.returncode == 1
+    assert "cannot start" in stderr.decode()
+
+
+async def _wait_for_line(stream, text: str) -> None:
+    async def read() -> None:
+        while text not in (await stream.readline()).decode():
+            pass
+
+    await asyncio.wait_for(read(), 30)
