@@ -272,14 +272,20 @@ class AriClient:
         query = {"type": type, "bridgeId": bridge_id, "name": name}
         return await self._request("POST", "/bridges", bridge_id, query=query)
 
-    async def add_channel(self, bridge_id: str, channel_id: str) -> Any:
-        # Errors name the channel: it is the id a caller acts on when addChannel fails.
+    async def add_channel(self, bridge_id: str, *channel_ids: str) -> Any:
+        """Add one or more channels to a bridge in one request.
+
+        Asterisk looks up every channel before it adds any, so one channel that is gone fails the
+        whole request (400 "Channel not found", raised as NotFound) and none is added.
+        """
+        # Errors name the channels: they are the ids a caller acts on when addChannel fails.
+        channels = ",".join(channel_ids)
         return await self._request(
             "POST",
             "/bridges/{bridgeId}/addChannel",
-            channel_id,
+            channels,
             bridgeId=bridge_id,
-            query={"channel": channel_id},
+            query={"channel": channels},
         )
 
     async def destroy_bridge(self, bridge_id: str) -> Any:

@@ -360,8 +360,7 @@ class CallFlow:
         )
         try:
             await self.ari.answer(self.channel_id)
-            await self.ari.add_channel(self.bridge_id, self.channel_id)
-            await self.ari.add_channel(self.bridge_id, leg.channel_id)
+            await self.ari.add_channel(self.bridge_id, self.channel_id, leg.channel_id)
         except NotFound:
             # One side hung up meanwhile; its StasisEnd is queued behind this event and ends the call.
             log.info("call %s: a leg left before it could be bridged", self.channel_id)

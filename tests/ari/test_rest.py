@@ -213,6 +213,14 @@ REQUESTS: list[tuple[str, Call, str, str, dict[str, str], Any]] = [
         None,
     ),
     (
+        "add_channel_several",
+        lambda client: client.add_channel("bridge-1", "1796411651.25", "1796411651.26"),
+        "POST",
+        "/ari/bridges/bridge-1/addChannel",
+        {"channel": "1796411651.25,1796411651.26"},
+        None,
+    ),
+    (
         "destroy_bridge",
         lambda client: client.destroy_bridge("bridge-1"),
         "DELETE",
