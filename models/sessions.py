@@ -45,4 +45,4 @@ class VisitorSession(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    __table_args__ = (Index(None, "site_id", "visitor_id", "started_at"),)
+    __table_args__ = (Index(None, "site_id", "visitor_id", "started_at", "id"),)

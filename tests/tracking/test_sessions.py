@@ -1,7 +1,7 @@
 import asyncio
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 import models
 from pbx_bridge.storage import Database
@@ -319,3 +319,27 @@ async def test_two_processes_never_share_a_number(database_url):
         assert sorted(pooled) == sorted(setup.pool_numbers)
         assert sum(result.kind is NumberKind.DEFAULT for result in results) == 250
     assert len(leased) == 150
+
+
+async def test_latest_session_lookup_reads_one_index_entry(database):
+    from pbx_bridge.tracking.sessions import _LATEST_SESSIONS_POSTGRES, _LATEST_SESSIONS_SQLITE
+
+    await create_site(database)
+    async with database.engine.connect() as connection:
+        if database.is_sqlite:
+            rows = await connection.execute(
+                text("EXPLAIN QUERY PLAN " + _LATEST_SESSIONS_SQLITE.text),
+                {"site_id": 1, "visitor_ids": '["visitor-0001", "visitor-0002"]'},
+            )
+            plan = "\n".join(str(row[-1]) for row in rows)
+        else:
+            # A near-empty table is scanned rather than read by index, so turn scans off.
+            await connection.execute(text("SET LOCAL enable_seqscan = off"))
+            sql = str(_LATEST_SESSIONS_POSTGRES.compile(dialect=database.engine.dialect))
+            rows = await connection.exec_driver_sql("EXPLAIN " + sql, (["visitor-0001"], 1))
+            plan = "\n".join(row[0] for row in rows)
+        await connection.rollback()
+
+    assert "ix_visitor_sessions_site_id_visitor_id_started_at_id" in plan
+    assert "Sort" not in plan
+    assert "TEMP B-TREE" not in plan
