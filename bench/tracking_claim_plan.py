@@ -1,9 +1,10 @@
 """Plan and time of one pool number claim on a pool of 60,000 numbers.
 
 Seeds a fresh database like bench/tracking_http.py, marks 10,000 numbers as held and 10,000 as
-recently released, and runs VACUUM ANALYZE on PostgreSQL. It then prints the plan of the claim
-UPDATE of claim_free_number and claim_reused_number (EXPLAIN ANALYZE on PostgreSQL, EXPLAIN QUERY
-PLAN on SQLite), and the median and max time of 50 claim UPDATEs, each rolled back.
+recently released, and runs VACUUM ANALYZE on PostgreSQL. It then prints the plan of the
+statement that picks the number in claim_free_numbers and claim_reused_numbers (EXPLAIN ANALYZE
+on PostgreSQL, EXPLAIN QUERY PLAN on SQLite), and the median and max time of 50 such statements,
+each rolled back.
 
 Usage: python bench/tracking_claim_plan.py [--backend sqlite|postgres|both]
 """
@@ -33,7 +34,7 @@ from pbx_bridge.tracking.sites import PoolSettings  # noqa: E402
 NOW = datetime(2026, 12, 5, 12, tzinfo=timezone.utc)
 HELD = 10_000
 RELEASED = 10_000
-CLAIMS = (leasing.claim_free_number, leasing.claim_reused_number)
+CLAIMS = (leasing.claim_free_numbers, leasing.claim_reused_numbers)
 
 
 class _Stop(Exception):
@@ -41,7 +42,8 @@ class _Stop(Exception):
 
 
 class _FirstStatement:
-    """A stand-in for a claim's session that runs only the claim UPDATE, then stops the claim."""
+    """A stand-in for a claim's session that runs only the claim's first statement, which picks
+    the number, then stops the claim."""
 
     def __init__(self, connection) -> None:
         self.connection = connection
@@ -90,7 +92,7 @@ async def _claim_once(database: Database, claim, pool: PoolSettings, explain: st
             event.listen(connection.sync_connection, "before_cursor_execute", prefix, retval=True)
         recorder = _FirstStatement(connection)
         try:
-            await claim(recorder, pool, 1, NOW)
+            await claim(recorder, pool, [1], NOW)
         except _Stop:
             pass
         await connection.rollback()
