@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 import models
 from pbx_bridge.tracking.batching import padded
@@ -51,36 +51,36 @@ def live_hold_until(pool: PoolSettings, now: datetime) -> datetime:
 
 
 async def claim_free_numbers(
-    session: AsyncSession, pool: PoolSettings, session_ids: list[int], now: datetime
+    connection: AsyncConnection, pool: PoolSettings, session_ids: list[int], now: datetime
 ) -> list[LeasedNumber]:
     """Claim one number for each session, those free the longest first.
 
     Returns fewer numbers than sessions when the pool runs out; the sessions left out are the
     last ones of `session_ids`.
     """
-    return await _claim(session, pool, session_ids, now, _NUMBER.held_until < now, reused=False)
+    return await _claim(connection, pool, session_ids, now, _NUMBER.held_until < now, reused=False)
 
 
 async def claim_reused_numbers(
-    session: AsyncSession, pool: PoolSettings, session_ids: list[int], now: datetime
+    connection: AsyncConnection, pool: PoolSettings, session_ids: list[int], now: datetime
 ) -> list[LeasedNumber]:
     """Take over the least recently active numbers of an exhausted pool, one per session.
 
     The leases are marked reused, and calls that two leases cover become pool-ambiguous.
     Returns fewer numbers than sessions when concurrent claims hold the rest at this moment.
     """
-    return await _claim(session, pool, session_ids, now, reused=True)
+    return await _claim(connection, pool, session_ids, now, reused=True)
 
 
 async def resume_held_numbers(
-    session: AsyncSession, pool: PoolSettings, session_ids: list[int], now: datetime
+    connection: AsyncConnection, pool: PoolSettings, session_ids: list[int], now: datetime
 ) -> dict[int, LeasedNumber]:
     """Give returning visitors' sessions their numbers back where they still hold them.
 
     Returns the numbers by session id; sessions that hold none are left out.
     """
     rows = (
-        await session.execute(
+        await connection.execute(
             update(_NUMBER)
             .where(
                 _NUMBER.held_by_session_id.in_(padded(session_ids)),
@@ -89,15 +89,14 @@ async def resume_held_numbers(
             )
             .values(held_until=live_hold_until(pool, now))
             .returning(_NUMBER.id, _NUMBER.number, _NUMBER.held_by_session_id)
-            .execution_options(synchronize_session=False)
         )
     ).all()
-    await _touch_leases(session, [(row.held_by_session_id, row.id) for row in rows], now)
+    await _touch_leases(connection, [(row.held_by_session_id, row.id) for row in rows], now)
     return {row.held_by_session_id: LeasedNumber(row.id, row.number, row.held_by_session_id) for row in rows}
 
 
 async def extend_holds(
-    session: AsyncSession,
+    connection: AsyncConnection,
     pool: PoolSettings,
     site_id: int,
     visitors: list[tuple[int, str]],
@@ -110,7 +109,7 @@ async def extend_holds(
     in heartbeats (a laptop that slept), so the visitor keeps seeing the same number.
     """
     rows = (
-        await session.execute(
+        await connection.execute(
             update(_NUMBER)
             .where(
                 _NUMBER.pool_id == pool.pool_id,
@@ -118,15 +117,14 @@ async def extend_holds(
             )
             .values(held_until=live_hold_until(pool, now))
             .returning(_NUMBER.id, _NUMBER.held_by_session_id)
-            .execution_options(synchronize_session=False)
         )
     ).all()
-    await _touch_leases(session, [(row.held_by_session_id, row.id) for row in rows], now)
+    await _touch_leases(connection, [(row.held_by_session_id, row.id) for row in rows], now)
     return {row.held_by_session_id for row in rows}
 
 
 async def release_hold(
-    session: AsyncSession,
+    connection: AsyncConnection,
     pool: PoolSettings,
     site_id: int,
     session_id: int,
@@ -135,7 +133,7 @@ async def release_hold(
 ) -> bool:
     """Record that the visitor left: the number stays held for the hold time from now."""
     row = (
-        await session.execute(
+        await connection.execute(
             update(_NUMBER)
             .where(
                 _NUMBER.held_by_session_id == session_id,
@@ -148,7 +146,7 @@ async def release_hold(
     ).first()
     if row is None:
         return False
-    await session.execute(
+    await connection.execute(
         update(_LEASE)
         .where(
             _LEASE.session_id == session_id,
@@ -161,7 +159,7 @@ async def release_hold(
 
 
 async def _claim(
-    session: AsyncSession,
+    connection: AsyncConnection,
     pool: PoolSettings,
     session_ids: list[int],
     now: datetime,
@@ -173,7 +171,7 @@ async def _claim(
     waiting = list(session_ids)
     while waiting:
         candidates = (
-            await session.execute(_first_active_numbers(pool, len(waiting), *conditions))
+            await connection.execute(_first_active_numbers(pool, len(waiting), *conditions))
         ).scalars().all()
         if not candidates:
             break
@@ -182,13 +180,12 @@ async def _claim(
         # transaction begins, and a row another process claimed meanwhile is left out here and
         # replaced in the next round.
         rows = (
-            await session.execute(
+            await connection.execute(
                 update(_NUMBER)
                 .where(_NUMBER.id.in_(padded(candidates)), *conditions)
                 .values(held_until=hold)
                 .returning(_NUMBER.id, _NUMBER.number)
-                .execution_options(synchronize_session=False)
-            )
+                )
         ).all()
         # The number free the longest goes to the session that came first.
         order = {number_id: index for index, number_id in enumerate(candidates)}
@@ -196,7 +193,7 @@ async def _claim(
         if owners:
             # The rows are this transaction's now. One prepared statement for every batch size,
             # which asyncpg sends for all rows in one go.
-            await session.execute(
+            await connection.execute(
                 update(_NUMBER.__table__)
                 .where(_NUMBER.__table__.c.id == bindparam("number_id"))
                 .values(held_by_session_id=bindparam("session_id")),
@@ -210,7 +207,7 @@ async def _claim(
     if leased:
         # One multi-row INSERT, which SQLAlchemy renders when RETURNING is asked for; an ORM
         # insert would process each row in Python.
-        await session.execute(
+        await connection.execute(
             insert(_LEASE.__table__).returning(_LEASE.id),
             [
                 {
@@ -242,15 +239,14 @@ def _first_active_numbers(pool: PoolSettings, limit: int, *conditions: Any) -> A
     )
 
 
-async def _touch_leases(session: AsyncSession, pairs: list[tuple[int, int]], now: datetime) -> None:
+async def _touch_leases(connection: AsyncConnection, pairs: list[tuple[int, int]], now: datetime) -> None:
     # The live leases of these (session, number) pairs: the visitor is back, so not released.
     if not pairs:
         return
-    await session.execute(
+    await connection.execute(
         update(_LEASE)
         .where(tuple_(_LEASE.session_id, _LEASE.number_id).in_(padded(pairs)))
         .values(last_seen_at=now, released_at=None)
-        .execution_options(synchronize_session=False)
     )
 
 

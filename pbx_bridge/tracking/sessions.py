@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Integer, String, bindparam, insert, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 import models
 from pbx_bridge.storage import Database
@@ -111,26 +112,30 @@ class TrackingService:
         """Start the hold time of the session's number; returns False when it holds none."""
         if site.pool is None:
             return False
-        async with self.database.transaction() as session:
+        async with self.database.engine.begin() as connection:
             return await leasing.release_hold(
-                session, site.pool, site.site_id, session_id, visitor_id, now
+                connection, site.pool, site.site_id, session_id, visitor_id, now
             )
 
     async def _start_batch(self, requests: list[StartRequest]) -> list[StartedSession]:
         results: dict[int, StartedSession] = {}
-        async with self.database.transaction() as session:
+        # A Core connection, not an ORM session: these statements need no unit of work, and
+        # the ORM's bookkeeping per statement cost about a fifth of a batch.
+        async with self.database.engine.begin() as connection:
             for group in _by_site(requests):
-                started = await self._start_site(session, [request for _, request in group])
+                started = await self._start_site(connection, [request for _, request in group])
                 results.update(zip((index for index, _ in group), started))
         return [results[index] for index in range(len(requests))]
 
-    async def _start_site(self, session, requests: list[StartRequest]) -> list[StartedSession]:
+    async def _start_site(
+        self, connection: AsyncConnection, requests: list[StartRequest]
+    ) -> list[StartedSession]:
         """Start or resume the sessions of one site's visitors, all different."""
         site = requests[0].site
         # The batch decides holds at its latest request's time; they all arrived together.
         now = max(request.now for request in requests)
         previous = await _latest_sessions(
-            session,
+            connection,
             site.site_id,
             [request.data.visitor_id for request in requests],
             postgres=not self.database.is_sqlite,
@@ -139,14 +144,13 @@ class TrackingService:
         resumed: dict[int, leasing.LeasedNumber] = {}
         if previous and site.pool is not None:
             resumed = await leasing.resume_held_numbers(
-                session, site.pool, [row.id for row in previous.values()], now
+                connection, site.pool, [row.id for row in previous.values()], now
             )
             if resumed:
-                await session.execute(
+                await connection.execute(
                     update(models.VisitorSession)
                     .where(models.VisitorSession.id.in_(padded(list(resumed))))
                     .values(last_seen_at=now)
-                    .execution_options(synchronize_session=False)
                 )
 
         results: list[StartedSession | None] = [None] * len(requests)
@@ -172,8 +176,10 @@ class TrackingService:
                 _session_columns(requests[i], first_visit=requests[i].data.visitor_id not in previous)
                 for i in new
             ]
-            session_ids = await _insert_sessions(session, rows)
-            numbers = await self._choose_numbers(session, site, [requests[i] for i in new], session_ids, now)
+            session_ids = await _insert_sessions(connection, rows)
+            numbers = await self._choose_numbers(
+                connection, site, [requests[i] for i in new], session_ids, now
+            )
             for i, session_id, (number, kind, heartbeat) in zip(new, session_ids, numbers):
                 results[i] = StartedSession(
                     session_id=session_id,
@@ -188,7 +194,7 @@ class TrackingService:
 
     async def _choose_numbers(
         self,
-        session,
+        connection: AsyncConnection,
         site: SiteSettings,
         requests: list[StartRequest],
         session_ids: list[int],
@@ -208,17 +214,17 @@ class TrackingService:
 
         if claimers:
             pool = site.pool
-            leased = await leasing.claim_free_numbers(session, pool, claimers, now)
+            leased = await leasing.claim_free_numbers(connection, pool, claimers, now)
             for lease in leased:
                 chosen[lease.session_id] = (lease.number, NumberKind.POOL, pool.heartbeat_interval)
             exhausted = [session_id for session_id in claimers if session_id not in chosen]
             if exhausted:
-                await self._apply_exhaustion(session, pool, exhausted, now, chosen, site.default_number)
+                await self._apply_exhaustion(connection, pool, exhausted, now, chosen, site.default_number)
         return [chosen[session_id] for session_id in session_ids]
 
     async def _apply_exhaustion(
         self,
-        session,
+        connection: AsyncConnection,
         pool: PoolSettings,
         session_ids: list[int],
         now: datetime,
@@ -227,7 +233,7 @@ class TrackingService:
     ) -> None:
         """Record that these sessions found the pool exhausted and apply the pool's policy."""
         # One multi-row INSERT, as leasing._claim does it.
-        await session.execute(
+        await connection.execute(
             insert(models.PoolExhaustion.__table__).returning(models.PoolExhaustion.id),
             [
                 {
@@ -241,18 +247,18 @@ class TrackingService:
         )
         self._log_exhaustion(pool.pool_id, pool.exhausted_policy, len(session_ids))
         if pool.exhausted_policy is models.ExhaustedPolicy.REUSE:
-            for lease in await leasing.claim_reused_numbers(session, pool, session_ids, now):
+            for lease in await leasing.claim_reused_numbers(connection, pool, session_ids, now):
                 chosen[lease.session_id] = (lease.number, NumberKind.POOL_REUSED, pool.heartbeat_interval)
         for session_id in session_ids:
             chosen.setdefault(session_id, (default_number, NumberKind.DEFAULT, None))
 
     async def _heartbeat_batch(self, beats: list[Heartbeat]) -> list[bool]:
         held: set[int] = set()
-        async with self.database.transaction() as session:
+        async with self.database.engine.begin() as connection:
             for group in _by_site(beats):
                 site = group[0][1].site
                 held |= await leasing.extend_holds(
-                    session,
+                    connection,
                     site.pool,
                     site.site_id,
                     [(beat.session_id, beat.visitor_id) for _, beat in group],
@@ -286,14 +292,14 @@ def _by_site(items: list) -> list[list[tuple[int, Any]]]:
 
 
 async def _latest_sessions(
-    session, site_id: int, visitor_ids: list[str], *, postgres: bool
+    connection: AsyncConnection, site_id: int, visitor_ids: list[str], *, postgres: bool
 ) -> dict[str, Any]:
     """Return each visitor's latest session (id, source_id) by visitor id; new visitors are left out."""
     if postgres:
         statement, visitors = _LATEST_SESSIONS_POSTGRES, visitor_ids
     else:
         statement, visitors = _LATEST_SESSIONS_SQLITE, json.dumps(visitor_ids)
-    rows = await session.execute(statement, {"site_id": site_id, "visitor_ids": visitors})
+    rows = await connection.execute(statement, {"site_id": site_id, "visitor_ids": visitors})
     return {row.visitor_id: row for row in rows}
 
 
@@ -328,9 +334,9 @@ _LATEST_SESSIONS_SQLITE = text(
 )
 
 
-async def _insert_sessions(session, rows: list[dict[str, object]]) -> list[int]:
+async def _insert_sessions(connection: AsyncConnection, rows: list[dict[str, object]]) -> list[int]:
     """Insert the sessions in one statement and return their ids in the order of `rows`."""
-    inserted = await session.execute(
+    inserted = await connection.execute(
         insert(_VISITOR.__table__).returning(_VISITOR.id, _VISITOR.visitor_id), rows
     )
     # Visitor ids are unique within one site's batch, so they tell the rows apart.
