@@ -1,10 +1,10 @@
 """Leases of pool numbers: race-free claims, heartbeats, leaving, and the lease history.
 
 A pool number is free when its `held_until` has passed; a number never leased has held_until at the
-epoch. A claim serves a batch of sessions at once: it selects the first free numbers in claim
-order, locking them with FOR UPDATE SKIP LOCKED on PostgreSQL, then one UPDATE gives each number
-its session and re-checks on the written row that the number is still free. Two sessions can
-never claim one number together, within one process or across several.
+epoch. A claim serves a batch of sessions at once. It selects the first free numbers in claim
+order, which PostgreSQL locks with FOR UPDATE SKIP LOCKED. Then an UPDATE re-checks on each
+written row that the number is still free, so two sessions can never claim one number together,
+within one process or across several.
 
 Claims read the (pool_id, state, held_until, id) index of tracking_numbers in its order, so a claim
 costs one index range read whatever the pool's size.
@@ -176,9 +176,9 @@ async def _claim(
         if not candidates:
             break
         # The conditions are checked again on the rows the UPDATE writes. On PostgreSQL this
-        # transaction holds their locks already; on SQLite the SELECT may run before the write
-        # transaction begins, and a row another process claimed meanwhile is left out here and
-        # replaced in the next round.
+        # transaction holds their locks already. On SQLite the SELECT may run before the write
+        # transaction begins, so a row that another process claimed meanwhile is left out here
+        # and replaced in the next round.
         rows = (
             await connection.execute(
                 update(_NUMBER)

@@ -132,7 +132,8 @@ class TrackingService:
     ) -> list[StartedSession]:
         """Start or resume the sessions of one site's visitors, all different."""
         site = requests[0].site
-        # The batch decides holds at its latest request's time; they all arrived together.
+        # Requests of one batch arrived together, so the batch's latest request time serves
+        # as `now` for every hold it computes.
         now = max(request.now for request in requests)
         previous = await _latest_sessions(
             connection,
@@ -304,8 +305,8 @@ async def _latest_sessions(
 
 
 # One statement for any number of visitors, whose ids arrive as one parameter: an array on
-# PostgreSQL, a JSON array on SQLite. Each visitor costs one read of the (site_id, visitor_id,
-# started_at) index, however many sessions the visitor has had. (A UNION of one lookup per
+# PostgreSQL, a JSON array on SQLite. Each visitor costs one entry of the (site_id, visitor_id,
+# started_at, id) index, however many sessions the visitor has had. (A UNION of one lookup per
 # visitor cost PostgreSQL 40-300 ms of planning for 200 visitors.)
 _LATEST_SESSIONS_POSTGRES = text(
     """
