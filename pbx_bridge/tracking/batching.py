@@ -45,27 +45,35 @@ class Batcher(Generic[Item, Result]):
         self._max_size = max_size
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._busy_keys: set[Hashable] = set()
-        self._workers: set[asyncio.Task[None]] = set()
+        # Counted by the workers themselves: a task's done callback runs a loop turn late, when
+        # a new item could already have found the batcher full and no worker left to take it.
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if len(self._workers) < self._concurrency:
-            worker = asyncio.create_task(self._drain(), name=f"batcher-{self.name}")
-            self._workers.add(worker)
-            worker.add_done_callback(self._workers.discard)
+        if self._running < self._concurrency:
+            self._running += 1
+            task = asyncio.create_task(self._drain(), name=f"batcher-{self.name}")
+            # The event loop keeps only a weak reference to a task.
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return await future
 
     async def _drain(self) -> None:
         # A worker stops when nothing it may take is left; items that wait for a busy key are
         # taken by the worker running that key's batch once it is done.
-        while batch := self._take():
-            keys = {self._key(item) for item, _ in batch} if self._key else set()
-            self._busy_keys |= keys
-            try:
-                await self._run(batch)
-            finally:
-                self._busy_keys -= keys
+        try:
+            while batch := self._take():
+                keys = {self._key(item) for item, _ in batch} if self._key else set()
+                self._busy_keys |= keys
+                try:
+                    await self._run(batch)
+                finally:
+                    self._busy_keys -= keys
+        finally:
+            self._running -= 1
 
     def _take(self) -> list[tuple[Item, asyncio.Future[Result]]]:
         batch: list[tuple[Item, asyncio.Future[Result]]] = []

@@ -30,6 +30,19 @@ async def test_lone_item_runs_at_once_alone():
     assert handler.batches == [[1]]
 
 
+async def test_items_submitted_one_after_another_all_run():
+    handler = Recorder()
+    batcher = Batcher("items", handler)
+
+    async def one_after_another() -> list[int]:
+        # Each submit comes right after the previous result, before the worker task's done
+        # callbacks have run: the batcher must still start a worker for it.
+        return [await batcher.submit(item) for item in range(3)]
+
+    assert await asyncio.wait_for(one_after_another(), 1) == [0, 10, 20]
+    assert handler.batches == [[0], [1], [2]]
+
+
 async def test_items_queued_during_a_batch_share_the_next():
     handler = Recorder()
     batcher = Batcher("items", handler)
