@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from functools import lru_cache
 from dataclasses import dataclass, field
@@ -61,18 +62,32 @@ class SiteDirectory:
         self.database = database
         self.ttl = ttl
         self._cache: dict[str, tuple[float, SiteSettings | None]] = {}
+        # Loads in progress by site key. When a busy site's entry expires, hundreds of requests
+        # miss it at once; they all wait for one load instead of each running five queries
+        # (which stalled every request for about half a second under the tracking benchmark).
+        self._loading: dict[str, asyncio.Future[SiteSettings | None]] = {}
 
     async def get(self, site_key: str) -> SiteSettings | None:
-        now = time.monotonic()
         cached = self._cache.get(site_key)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
 
-        async with self.database.sessions() as session:
-            settings = await load_site_settings(session, site_key)
+        loading = self._loading.get(site_key)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(site_key))
+            self._loading[site_key] = loading
+        # Shielded, so that a request that goes away does not cancel the others' load.
+        return await asyncio.shield(loading)
+
+    async def _load(self, site_key: str) -> SiteSettings | None:
+        try:
+            async with self.database.sessions() as session:
+                settings = await load_site_settings(session, site_key)
+        finally:
+            del self._loading[site_key]
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[site_key] = (now + self.ttl, settings)
+        self._cache[site_key] = (time.monotonic() + self.ttl, settings)
         return settings
 
 
