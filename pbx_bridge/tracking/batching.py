@@ -61,6 +61,14 @@ class Batcher(Generic[Item, Result]):
             task.add_done_callback(self._tasks.discard)
         return await future
 
+    async def close(self) -> None:
+        """Wait until the batches in progress, and any queued behind them, are written.
+
+        A server that stops must not leave a batch's transaction open behind it.
+        """
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def _drain(self) -> None:
         # A worker stops when nothing it may take is left; items that wait for a busy key are
         # taken by the worker running that key's batch once it is done.

@@ -102,6 +102,7 @@ def add_routes(app: web.Application) -> None:
         limiter=RateLimiter(config.rate_limit_per_minute, config.rate_limit_burst),
         config=config,
     )
+    app.on_cleanup.append(_close_tracking)
 
     for path, handler in (
         ("/api/v1/track/session", start_session),
@@ -115,6 +116,11 @@ def add_routes(app: web.Application) -> None:
     from pbx_bridge.tracking.sizing import pool_advice_handler
 
     app.router.add_get("/api/v1/pools/{pool_id}/advice", pool_advice_handler)
+
+
+async def _close_tracking(app: web.Application) -> None:
+    # Runs when the server stops, before serve closes the database.
+    await app[API].service.close()
 
 
 async def start_session(request: web.Request) -> web.Response:

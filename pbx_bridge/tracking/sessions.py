@@ -89,6 +89,12 @@ class TrackingService:
         )
         self._heartbeats = Batcher("heartbeats", self._heartbeat_batch, concurrency=concurrency)
 
+    async def close(self) -> None:
+        """Wait for the starts and heartbeats in progress; call before closing the database."""
+        await self._starts.close()
+        await self._heartbeats.close()
+        await self.sites.close()
+
     async def start(
         self, site: SiteSettings, data: VisitorData, ip: str | None, now: datetime
     ) -> StartedSession:

@@ -79,6 +79,10 @@ class SiteDirectory:
         # Shielded, so that a request that goes away does not cancel the others' load.
         return await asyncio.shield(loading)
 
+    async def close(self) -> None:
+        """Wait for the loads in progress."""
+        await asyncio.gather(*self._loading.values(), return_exceptions=True)
+
     async def _load(self, site_key: str) -> SiteSettings | None:
         try:
             async with self.database.sessions() as session:

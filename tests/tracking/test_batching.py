@@ -130,3 +130,25 @@ async def test_cancelled_caller_does_not_stop_the_batch():
 
     assert await kept == 20
     assert handler.batches == [[1, 2]]
+
+
+async def test_close_waits_for_running_batch():
+    gate = asyncio.Event()
+    finished: list[list[int]] = []
+
+    async def slow(items: list[int]) -> list[int]:
+        await gate.wait()
+        finished.append(items)
+        return items
+
+    batcher = Batcher("items", slow)
+    submitted = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(batcher.close())
+    await asyncio.sleep(0.01)
+
+    assert not closing.done()
+    gate.set()
+    await asyncio.wait_for(closing, 1)
+    assert finished == [[1]]
+    assert await submitted == 1
