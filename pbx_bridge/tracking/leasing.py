@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import Integer, String, bindparam, insert, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import models
+from models.base import UTCDateTime
 from pbx_bridge.tracking.batching import padded
 from pbx_bridge.tracking.sites import PoolSettings
 
@@ -108,6 +110,20 @@ async def extend_holds(
     A number stays with its session as long as no other session claimed it, even after a gap
     in heartbeats (a laptop that slept), so the visitor keeps seeing the same number.
     """
+    if connection.dialect.name == "postgresql":
+        rows = await connection.execute(
+            _EXTEND_HOLDS_POSTGRES,
+            {
+                "session_ids": [session_id for session_id, _ in visitors],
+                "visitor_ids": [visitor_id for _, visitor_id in visitors],
+                "site_id": site_id,
+                "pool_id": pool.pool_id,
+                "held_until": live_hold_until(pool, now),
+                "now": now,
+            },
+        )
+        return {row.session_id for row in rows}
+
     rows = (
         await connection.execute(
             update(_NUMBER)
@@ -121,6 +137,36 @@ async def extend_holds(
     ).all()
     await _touch_leases(connection, [(row.held_by_session_id, row.id) for row in rows], now)
     return {row.held_by_session_id for row in rows}
+
+
+# Both UPDATEs in one statement, which is a transaction of its own: a heartbeat batch costs one
+# round trip instead of four (BEGIN, the two UPDATEs, COMMIT).
+_EXTEND_HOLDS_POSTGRES = text(
+    """
+    WITH held AS (
+        UPDATE tracking_numbers AS number SET held_until = :held_until
+        FROM unnest(:session_ids, :visitor_ids) AS beat (session_id, visitor_id)
+        JOIN visitor_sessions AS visit
+            ON visit.id = beat.session_id AND visit.visitor_id = beat.visitor_id
+        WHERE visit.site_id = :site_id
+            AND number.held_by_session_id = visit.id
+            AND number.pool_id = :pool_id
+        RETURNING number.id AS number_id, number.held_by_session_id AS session_id
+    ), touched AS (
+        UPDATE number_leases AS lease SET last_seen_at = :now, released_at = NULL
+        FROM held
+        WHERE lease.session_id = held.session_id AND lease.number_id = held.number_id
+    )
+    SELECT session_id FROM held
+    """
+).bindparams(
+    bindparam("session_ids", type_=ARRAY(Integer)),
+    bindparam("visitor_ids", type_=ARRAY(String)),
+    bindparam("site_id", type_=Integer),
+    bindparam("pool_id", type_=Integer),
+    bindparam("held_until", type_=UTCDateTime()),
+    bindparam("now", type_=UTCDateTime()),
+)
 
 
 async def release_hold(

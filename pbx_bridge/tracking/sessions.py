@@ -261,16 +261,21 @@ class TrackingService:
 
     async def _heartbeat_batch(self, beats: list[Heartbeat]) -> list[bool]:
         held: set[int] = set()
-        async with self.database.engine.begin() as connection:
-            for group in _by_site(beats):
-                site = group[0][1].site
-                held |= await leasing.extend_holds(
-                    connection,
-                    site.pool,
-                    site.site_id,
-                    [(beat.session_id, beat.visitor_id) for _, beat in group],
-                    max(beat.now for _, beat in group),
-                )
+        async with self.database.engine.connect() as connection:
+            if not self.database.is_sqlite:
+                # Each site's heartbeats are one statement there (leasing.extend_holds), atomic
+                # on its own, so the batch needs no BEGIN and COMMIT round trips.
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+            async with connection.begin():
+                for group in _by_site(beats):
+                    site = group[0][1].site
+                    held |= await leasing.extend_holds(
+                        connection,
+                        site.pool,
+                        site.site_id,
+                        [(beat.session_id, beat.visitor_id) for _, beat in group],
+                        max(beat.now for _, beat in group),
+                    )
         return [beat.session_id in held for beat in beats]
 
     def _log_exhaustion(self, pool_id: int, policy: models.ExhaustedPolicy, times: int) -> None:
