@@ -16,6 +16,7 @@ MAX_TAG_LENGTH = 200
 MAX_CLIENT_ID_LENGTH = 100
 MAX_USER_AGENT_LENGTH = 512
 MAX_SEARCH_PHRASE_LENGTH = 500
+MAX_HOST_LENGTH = 253
 
 UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 CLICK_ID_FIELDS = ("gclid", "yclid", "fbclid", "msclkid")
@@ -183,7 +184,11 @@ def _host(url: str | None) -> str | None:
     if not url:
         return None
     host = urlsplit(url).hostname  # the URL was validated by _optional_url
-    return host.lower().removeprefix("www.") if host else None
+    # A DNS name has at most 253 characters; a longer "host" is no site's, and would not fit
+    # the 255-character column, so the session keeps the URL without a host.
+    if not host or len(host) > MAX_HOST_LENGTH:
+        return None
+    return host.lower().removeprefix("www.")
 
 
 def _optional_text(body: dict[str, Any], field: str, max_length: int) -> str | None:

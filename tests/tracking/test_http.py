@@ -195,6 +195,18 @@ async def test_search_phrase_drops_control_characters(client, database, site):
     assert row.search_phrase == "okna plastik"
 
 
+async def test_overlong_referrer_host_is_dropped(client, database, site):
+    referrer = "https://" + "a" * 300 + ".example/page"
+
+    response, data = await _post(client, "session", _body(referrer=referrer))
+
+    assert response.status == 200
+    async with database.sessions() as session:
+        row = await session.get(models.VisitorSession, data["session_id"])
+    assert row.referrer == referrer
+    assert row.referrer_host is None
+
+
 async def test_user_agent_header_not_utf8_is_stored(client, database, site):
     """A User-Agent header with bytes that are not UTF-8 is stored with "?" in their place."""
     body = json.dumps(_body()).encode()
