@@ -64,14 +64,22 @@ async def claim_free_numbers(
 
 
 async def claim_reused_numbers(
-    connection: AsyncConnection, pool: PoolSettings, session_ids: list[int], now: datetime
+    connection: AsyncConnection,
+    pool: PoolSettings,
+    session_ids: list[int],
+    now: datetime,
+    *,
+    keep: list[int] | None = None,
 ) -> list[LeasedNumber]:
     """Take over the least recently active numbers of an exhausted pool, one per session.
 
     The leases are marked reused, and calls that two leases cover become pool-ambiguous.
-    Returns fewer numbers than sessions when concurrent claims hold the rest at this moment.
+    Numbers in `keep` (leased earlier in the same transaction, to visitors who arrived together
+    with these) are left alone. Returns fewer numbers than sessions when concurrent claims
+    hold the rest at this moment, or when `keep` holds them.
     """
-    return await _claim(connection, pool, session_ids, now, reused=True)
+    conditions = (_NUMBER.id.not_in(padded(keep)),) if keep else ()
+    return await _claim(connection, pool, session_ids, now, *conditions, reused=True)
 
 
 async def resume_held_numbers(
@@ -103,9 +111,9 @@ async def extend_holds(
     site_id: int,
     visitors: list[tuple[int, str]],
     now: datetime,
-) -> set[int]:
-    """Record heartbeats of (session id, visitor id) pairs; returns the session ids that still
-    hold a number.
+) -> set[tuple[int, str]]:
+    """Record heartbeats of (session id, visitor id) pairs; returns the pairs whose session
+    belongs to that visitor and still holds a number.
 
     A number stays with its session as long as no other session claimed it, even after a gap
     in heartbeats (a laptop that slept), so the visitor keeps seeing the same number.
@@ -122,21 +130,28 @@ async def extend_holds(
                 "now": now,
             },
         )
-        return {row.session_id for row in rows}
+        return {(row.session_id, row.visitor_id) for row in rows}
 
+    # Elsewhere, first the sessions that belong to the visitors who name them, then their numbers.
+    owned = await connection.execute(
+        select(_VISITOR.id, _VISITOR.visitor_id).where(*_ownership(site_id, visitors))
+    )
+    owners = {session_id: visitor_id for session_id, visitor_id in owned}
+    if not owners:
+        return set()
     rows = (
         await connection.execute(
             update(_NUMBER)
             .where(
                 _NUMBER.pool_id == pool.pool_id,
-                _NUMBER.held_by_session_id.in_(_owned_sessions(site_id, visitors)),
+                _NUMBER.held_by_session_id.in_(padded(list(owners))),
             )
             .values(held_until=live_hold_until(pool, now))
             .returning(_NUMBER.id, _NUMBER.held_by_session_id)
         )
     ).all()
     await _touch_leases(connection, [(row.held_by_session_id, row.id) for row in rows], now)
-    return {row.held_by_session_id for row in rows}
+    return {(row.held_by_session_id, owners[row.held_by_session_id]) for row in rows}
 
 
 # Both UPDATEs in one statement, which is a transaction of its own: a heartbeat batch costs one
@@ -151,13 +166,14 @@ _EXTEND_HOLDS_POSTGRES = text(
         WHERE visit.site_id = :site_id
             AND number.held_by_session_id = visit.id
             AND number.pool_id = :pool_id
-        RETURNING number.id AS number_id, number.held_by_session_id AS session_id
+        RETURNING number.id AS number_id, number.held_by_session_id AS session_id,
+            visit.visitor_id
     ), touched AS (
         UPDATE number_leases AS lease SET last_seen_at = :now, released_at = NULL
         FROM held
         WHERE lease.session_id = held.session_id AND lease.number_id = held.number_id
     )
-    SELECT session_id FROM held
+    SELECT session_id, visitor_id FROM held
     """
 ).bindparams(
     bindparam("session_ids", type_=ARRAY(Integer)),
@@ -297,9 +313,13 @@ async def _touch_leases(connection: AsyncConnection, pairs: list[tuple[int, int]
 
 
 def _owned_sessions(site_id: int, visitors: list[tuple[int, str]]) -> Any:
+    return select(_VISITOR.id).where(*_ownership(site_id, visitors))
+
+
+def _ownership(site_id: int, visitors: list[tuple[int, str]]) -> tuple[Any, ...]:
     # Heartbeats and leave requests name a session; only its own visitor may act on it.
     # The plain id list lets PostgreSQL read the primary key; the pairs then filter the rows.
-    return select(_VISITOR.id).where(
+    return (
         _VISITOR.id.in_(padded([session_id for session_id, _ in visitors])),
         _VISITOR.site_id == site_id,
         tuple_(_VISITOR.id, _VISITOR.visitor_id).in_(padded(visitors)),

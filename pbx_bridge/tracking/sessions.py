@@ -84,6 +84,9 @@ class TrackingService:
             "session starts",
             self._start_batch,
             # A visitor's second start must see the session the first one wrote.
+            # NOTE: only within this process. Two processes sharing the port can start two
+            # sessions for one visitor at the same moment, both first visits, each holding a
+            # pool number; nothing in the database serializes a visitor's starts yet.
             key=lambda request: (request.site.site_id, request.data.visitor_id),
             concurrency=concurrency,
         )
@@ -226,7 +229,10 @@ class TrackingService:
                 chosen[lease.session_id] = (lease.number, NumberKind.POOL, pool.heartbeat_interval)
             exhausted = [session_id for session_id in claimers if session_id not in chosen]
             if exhausted:
-                await self._apply_exhaustion(connection, pool, exhausted, now, chosen, site.default_number)
+                await self._apply_exhaustion(
+                    connection, pool, exhausted, now, chosen, site.default_number,
+                    leased=[lease.number_id for lease in leased],
+                )
         return [chosen[session_id] for session_id in session_ids]
 
     async def _apply_exhaustion(
@@ -237,8 +243,14 @@ class TrackingService:
         now: datetime,
         chosen: dict[int, tuple[str | None, NumberKind, int | None]],
         default_number: str | None,
+        *,
+        leased: list[int],
     ) -> None:
-        """Record that these sessions found the pool exhausted and apply the pool's policy."""
+        """Record that these sessions found the pool exhausted and apply the pool's policy.
+
+        `leased` are the numbers this batch has just given out: reusing one would take it back
+        from a visitor whose response says it is theirs.
+        """
         # One multi-row INSERT, as leasing._claim does it.
         await connection.execute(
             insert(models.PoolExhaustion.__table__).returning(models.PoolExhaustion.id),
@@ -254,13 +266,17 @@ class TrackingService:
         )
         self._log_exhaustion(pool.pool_id, pool.exhausted_policy, len(session_ids))
         if pool.exhausted_policy is models.ExhaustedPolicy.REUSE:
-            for lease in await leasing.claim_reused_numbers(connection, pool, session_ids, now):
+            reused = await leasing.claim_reused_numbers(connection, pool, session_ids, now, keep=leased)
+            for lease in reused:
                 chosen[lease.session_id] = (lease.number, NumberKind.POOL_REUSED, pool.heartbeat_interval)
         for session_id in session_ids:
             chosen.setdefault(session_id, (default_number, NumberKind.DEFAULT, None))
 
     async def _heartbeat_batch(self, beats: list[Heartbeat]) -> list[bool]:
-        held: set[int] = set()
+        # (site id, session id, visitor id) of each heartbeat whose session holds a number: a
+        # heartbeat that names another visitor's session, or another site's, is not among them
+        # even when the owner's own heartbeat shares the batch.
+        held: set[tuple[int, int, str]] = set()
         async with self.database.engine.connect() as connection:
             if not self.database.is_sqlite:
                 # Each site's heartbeats are one statement there (leasing.extend_holds), atomic
@@ -269,14 +285,15 @@ class TrackingService:
             async with connection.begin():
                 for group in _by_site(beats):
                     site = group[0][1].site
-                    held |= await leasing.extend_holds(
+                    pairs = await leasing.extend_holds(
                         connection,
                         site.pool,
                         site.site_id,
                         [(beat.session_id, beat.visitor_id) for _, beat in group],
                         max(beat.now for _, beat in group),
                     )
-        return [beat.session_id in held for beat in beats]
+                    held |= {(site.site_id, session_id, visitor_id) for session_id, visitor_id in pairs}
+        return [(beat.site.site_id, beat.session_id, beat.visitor_id) in held for beat in beats]
 
     def _log_exhaustion(self, pool_id: int, policy: models.ExhaustedPolicy, times: int) -> None:
         # One warning per pool a minute: an exhausted pool under load would flood the log.

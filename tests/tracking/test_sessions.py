@@ -222,6 +222,27 @@ async def test_exhausted_reuse_takes_least_recent(database):
     assert set(setup.pool_numbers) == {first.number, second.number}
 
 
+async def test_reuse_spares_numbers_given_in_same_batch(database):
+    setup = await create_site(database, pool_size=2, policy=models.ExhaustedPolicy.REUSE)
+    service, site = await _service(database)
+
+    async def start(index: int):
+        data = read_start_request(_request(f"visitor-{index:04d}", utm_source="google"), None)
+        return await service.start(site, data, None, T0)
+
+    first = await start(0)
+    # The other four arrive together and share one batch: one gets the free number, and of the
+    # three that find the pool exhausted, one takes over the first visitor's number.
+    together = await asyncio.gather(*(start(index) for index in range(1, 5)))
+
+    kinds = sorted(result.kind.value for result in together)
+    assert kinds == ["default", "default", "pool", "pool-reused"]
+    reused = [result.number for result in together if result.kind is NumberKind.POOL_REUSED]
+    assert reused == [first.number]
+    pooled = [result.number for result in together if result.kind is NumberKind.POOL]
+    assert set(pooled + [first.number]) == set(setup.pool_numbers)
+
+
 async def test_heartbeat_from_other_visitor_is_rejected(database, site):
     service, settings = await _service(database)
     started = await _start(database, "visitor-0001", utm_source="google")
@@ -229,6 +250,19 @@ async def test_heartbeat_from_other_visitor_is_rejected(database, site):
     accepted = await service.heartbeat(settings, started.session_id, "visitor-9999", T0)
 
     assert accepted is False
+
+
+async def test_other_visitor_heartbeat_in_owner_batch_is_rejected(database, site):
+    service, settings = await _service(database)
+    started = await _start(database, "visitor-0001", utm_source="google")
+
+    owner, stranger = await asyncio.gather(
+        service.heartbeat(settings, started.session_id, "visitor-0001", T0),
+        service.heartbeat(settings, started.session_id, "visitor-9999", T0),
+    )
+
+    assert owner is True
+    assert stranger is False
 
 
 async def test_heartbeat_moves_last_seen(database, site):
