@@ -84,9 +84,9 @@ class TrackingService:
             "session starts",
             self._start_batch,
             # A visitor's second start must see the session the first one wrote.
-            # NOTE: only within this process. Two processes sharing the port can start two
-            # sessions for one visitor at the same moment, both first visits, each holding a
-            # pool number; nothing in the database serializes a visitor's starts yet.
+            # Across processes, PostgreSQL's advisory locks do it (see _start_site). NOTE: on
+            # SQLite two processes can still start two sessions for one visitor at one moment,
+            # both first visits, each holding a pool number.
             key=lambda request: (request.site.site_id, request.data.visitor_id),
             concurrency=concurrency,
         )
@@ -144,10 +144,17 @@ class TrackingService:
         # Requests of one batch arrived together, so the batch's latest request time serves
         # as `now` for every hold it computes.
         now = max(request.now for request in requests)
+        visitor_ids = [request.data.visitor_id for request in requests]
+        if not self.database.is_sqlite:
+            # Another process may be starting one of these visitors right now. Its transaction
+            # holds the visitor's lock until it commits, so the lookup below sees its session.
+            await connection.execute(
+                _LOCK_VISITORS_POSTGRES, {"site_id": site.site_id, "visitor_ids": visitor_ids}
+            )
         previous = await _latest_sessions(
             connection,
             site.site_id,
-            [request.data.visitor_id for request in requests],
+            visitor_ids,
             postgres=not self.database.is_sqlite,
         )
 
@@ -346,6 +353,15 @@ _LATEST_SESSIONS_POSTGRES = text(
         ORDER BY latest.started_at DESC, latest.id DESC
         LIMIT 1
     )
+    """
+).bindparams(bindparam("visitor_ids", type_=ARRAY(String)), bindparam("site_id", type_=Integer))
+
+# A transaction-scoped advisory lock per visitor, taken in one order (visitor id) so that two
+# batches with visitors in common wait for each other instead of deadlocking.
+_LOCK_VISITORS_POSTGRES = text(
+    """
+    SELECT pg_advisory_xact_lock(hashtextextended(:site_id || ':' || visitor_id, 0))
+    FROM (SELECT DISTINCT unnest(:visitor_ids) AS visitor_id ORDER BY 1) AS visitor
     """
 ).bindparams(bindparam("visitor_ids", type_=ARRAY(String)), bindparam("site_id", type_=Integer))
 

@@ -1,4 +1,6 @@
 import asyncio
+
+import pytest
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select, text
@@ -9,6 +11,7 @@ from pbx_bridge.tracking.sessions import NumberKind, TrackingService
 from pbx_bridge.tracking.sites import SiteDirectory
 from pbx_bridge.tracking.visitor import read_start_request
 
+from tests.conftest import _truncate_postgres
 from tests.tracking.conftest import create_site
 
 T0 = datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc)
@@ -377,3 +380,46 @@ async def test_latest_session_lookup_reads_one_index_entry(database):
     assert "ix_visitor_sessions_site_id_visitor_id_started_at_id" in plan
     assert "Sort" not in plan
     assert "TEMP B-TREE" not in plan
+
+
+@pytest.fixture
+def postgres_database_url(postgres_url: str):
+    """The migrated PostgreSQL database alone: SQLite does not serialize one visitor's starts
+    across processes, so the test below runs on PostgreSQL only."""
+    yield postgres_url
+    asyncio.run(_truncate_postgres(postgres_url))
+
+
+@pytest.mark.postgres
+async def test_two_processes_give_one_visitor_one_session(postgres_database_url):
+    first_database = Database(postgres_database_url)
+    second_database = Database(postgres_database_url)
+    try:
+        await create_site(first_database, pool_size=100)
+        services = [await _service(first_database), await _service(second_database)]
+
+        async def start(index: int, engine: int, **tags: str):
+            service, site = services[engine]
+            data = read_start_request(_request(f"visitor-{index:05d}", **tags), None)
+            return await service.start(site, data, None, T0)
+
+        # Warm both engines up first, as in the test above, so that their batches overlap.
+        await asyncio.gather(*(start(10000 + index, index % 2) for index in range(300)))
+        results = await asyncio.gather(
+            *(start(index, engine, utm_source="google") for index in range(40) for engine in (0, 1))
+        )
+        async with first_database.sessions() as session:
+            sessions = (
+                await session.execute(
+                    select(models.VisitorSession.visitor_id).where(
+                        models.VisitorSession.utm_source == "google"
+                    )
+                )
+            ).scalars().all()
+    finally:
+        await first_database.close()
+        await second_database.close()
+
+    assert sorted(sessions) == [f"visitor-{index:05d}" for index in range(40)]
+    assert sum(result.first_visit for result in results) == 40
+    assert len({result.number for result in results}) == 40
