@@ -70,7 +70,7 @@ class Batcher(Generic[Item, Result]):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _drain(self) -> None:
-        # A worker stops when nothing it may take is left; items that wait for a busy key are
+        # A worker stops when nothing it may take is left. Items that wait for a busy key are
         # taken by the worker running that key's batch once it is done.
         try:
             while batch := self._take():

@@ -256,7 +256,7 @@ class TrackingService:
         """Record that these sessions found the pool exhausted and apply the pool's policy.
 
         `leased` are the numbers this batch has just given out: reusing one would take it back
-        from a visitor whose response says it is theirs.
+        from a visitor whose response named it theirs.
         """
         # One multi-row INSERT, as leasing._claim does it.
         await connection.execute(

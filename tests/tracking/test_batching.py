@@ -8,7 +8,7 @@ from pbx_bridge.tracking.batching import Batcher
 
 
 class Recorder:
-    """A batch handler that records each batch and answers item * 10 after one loop turn."""
+    """A batch handler that records each batch and returns item * 10 after one loop turn."""
 
     def __init__(self, fail_on: int | None = None) -> None:
         self.batches: list[list[int]] = []
@@ -92,7 +92,8 @@ async def test_busy_key_waits_for_the_other_worker():
     assert await third == 10
     assert batches == [[0], [1]]  # 2 shares key 0 with the running batch, so it waits
     gate.set()
-    assert await first == 0 and await second == 20
+    assert await first == 0
+    assert await second == 20
     assert batches == [[0], [1], [2]]
 
 
@@ -104,7 +105,9 @@ async def test_failed_batch_fails_only_the_bad_item():
         *(batcher.submit(item) for item in range(4)), return_exceptions=True
     )
 
-    assert results[0] == 0 and results[1] == 10 and results[3] == 30
+    assert results[0] == 0
+    assert results[1] == 10
+    assert results[3] == 30
     assert isinstance(results[2], ValueError)
     assert handler.batches == [[0, 1, 2, 3], [0], [1], [2], [3]]
 
