@@ -81,8 +81,9 @@ class RateLimiter:
 
 @dataclass(frozen=True)
 class TrackingApi:
-    """What the tracking handlers share, kept under one application key: a request looks it up
-    once (aiohttp's request.app is not free at thousands of requests a second)."""
+    """The service, rate limiter and settings of the tracking handlers, kept under one
+    application key so that a request looks them up once (aiohttp's request.app is not free at
+    thousands of requests a second)."""
 
     service: TrackingService
     limiter: RateLimiter

@@ -63,8 +63,8 @@ class SiteDirectory:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, SiteSettings | None]] = {}
         # Loads in progress by site key. When a busy site's entry expires, hundreds of requests
-        # miss it at once; they all wait for one load instead of each running five queries
-        # (which stalled every request for about half a second under the tracking benchmark).
+        # miss it at once, and they all wait for one load. Each running its own five queries
+        # stalled every request for about half a second under the tracking benchmark.
         self._loading: dict[str, asyncio.Future[SiteSettings | None]] = {}
 
     async def get(self, site_key: str) -> SiteSettings | None:
