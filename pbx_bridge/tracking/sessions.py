@@ -151,12 +151,7 @@ class TrackingService:
             await connection.execute(
                 _LOCK_VISITORS_POSTGRES, {"site_id": site.site_id, "visitor_ids": visitor_ids}
             )
-        previous = await _latest_sessions(
-            connection,
-            site.site_id,
-            visitor_ids,
-            postgres=not self.database.is_sqlite,
-        )
+        previous = await _latest_sessions(connection, site.site_id, visitor_ids)
 
         resumed: dict[int, leasing.LeasedNumber] = {}
         if previous and site.pool is not None:
@@ -328,10 +323,10 @@ def _by_site(items: list) -> list[list[tuple[int, Any]]]:
 
 
 async def _latest_sessions(
-    connection: AsyncConnection, site_id: int, visitor_ids: list[str], *, postgres: bool
+    connection: AsyncConnection, site_id: int, visitor_ids: list[str]
 ) -> dict[str, Any]:
     """Return each visitor's latest session (id, source_id) by visitor id; new visitors are left out."""
-    if postgres:
+    if connection.dialect.name == "postgresql":
         statement, visitors = _LATEST_SESSIONS_POSTGRES, visitor_ids
     else:
         statement, visitors = _LATEST_SESSIONS_SQLITE, json.dumps(visitor_ids)
