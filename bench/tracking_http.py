@@ -121,7 +121,7 @@ async def seed(url: str) -> None:
         ]
         async with database.transaction() as session:
             await session.execute(models.TrackingNumber.__table__.insert(), rows)
-        # A live database has planner statistics (autovacuum gathers them); a fresh one has none
+        # A live database has planner statistics, which autovacuum gathers. A fresh one has none
         # for its first minute, and plans made without them read the whole pool per heartbeat.
         async with database.engine.begin() as connection:
             await connection.execute(text("ANALYZE"))

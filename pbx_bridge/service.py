@@ -111,7 +111,7 @@ class Service:
             self.config.http_port,
             reuse_port=self.config.http.reuse_port,
             # aiohttp's default of 128 pending connections overflows when hundreds of visitors
-            # connect at once; the kernel then drops their SYNs and they retry a second later.
+            # connect at once. The kernel then drops their SYNs, and they retry a second later.
             backlog=1024,
         )
         await site.start()

@@ -168,10 +168,10 @@ async def test_http_processes_share_a_port_with_reuse_port(tmp_path):
     first, base = await start(tmp_path, extra_env=shared, port=port)
     second, _ = await start(tmp_path, "--no-ari", "--no-delivery", extra_env=shared, port=port)
     try:
-        # The first process answered start()'s health check; wait until the second listens.
+        # start() returned once the first process passed its health check. Wait for the second.
         await _wait_for_line(second.stderr, "HTTP listening")
         assert (await stop(first))[0] == 0
-        # With the first process gone, the second one answers on the shared port.
+        # With the first process gone, the second one serves the shared port.
         status, body = await get_json(base + "/healthz")
         assert (status, body) == (200, {"status": "ok"})
     finally:

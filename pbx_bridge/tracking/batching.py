@@ -2,7 +2,7 @@
 
 A session start costs a handful of statements and a commit. Under load, paying those once per
 batch instead of once per request is what lets one process serve thousands of starts a second:
-the database sees a few multi-row statements, and Python builds a few statements, not hundreds.
+the database runs a few multi-row statements, and Python builds a few statements, not hundreds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class Batcher(Generic[Item, Result]):
     An item submitted to an idle batcher runs at once, alone, so batching adds no wait; under
     load each batch takes what queued up meanwhile. `handle` returns one result per item, in
     order. Items with the same `key` never run together: the later one waits until the earlier
-    one's batch is done, so it sees what that batch wrote. When a batch fails, its items run
+    one's batch is done, so it reads what that batch wrote. When a batch fails, its items run
     again one by one, so a bad item fails only its own request.
     """
 

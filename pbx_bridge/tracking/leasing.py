@@ -76,7 +76,7 @@ async def claim_reused_numbers(
     The leases are marked reused, and calls that two leases cover become pool-ambiguous.
     Numbers in `keep` (leased earlier in the same transaction, to visitors who arrived together
     with these) are left alone. Returns fewer numbers than sessions when concurrent claims
-    hold the rest at this moment, or when `keep` holds them.
+    lock the rest at this moment, or when the rest are in `keep`.
     """
     conditions = (_NUMBER.id.not_in(padded(keep)),) if keep else ()
     return await _claim(connection, pool, session_ids, now, *conditions, reused=True)
@@ -113,7 +113,7 @@ async def extend_holds(
     now: datetime,
 ) -> set[tuple[int, str]]:
     """Record heartbeats of (session id, visitor id) pairs; returns the pairs whose session
-    belongs to that visitor and still holds a number.
+    belongs to that visitor and still has a number.
 
     A number stays with its session as long as no other session claimed it, even after a gap
     in heartbeats (a laptop that slept), so the visitor keeps seeing the same number.

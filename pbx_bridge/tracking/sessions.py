@@ -147,7 +147,7 @@ class TrackingService:
         visitor_ids = [request.data.visitor_id for request in requests]
         if not self.database.is_sqlite:
             # Another process may be starting one of these visitors right now. Its transaction
-            # holds the visitor's lock until it commits, so the lookup below sees its session.
+            # keeps the visitor's lock until it commits, so the lookup below reads its session.
             await connection.execute(
                 _LOCK_VISITORS_POSTGRES, {"site_id": site.site_id, "visitor_ids": visitor_ids}
             )
@@ -275,9 +275,9 @@ class TrackingService:
             chosen.setdefault(session_id, (default_number, NumberKind.DEFAULT, None))
 
     async def _heartbeat_batch(self, beats: list[Heartbeat]) -> list[bool]:
-        # (site id, session id, visitor id) of each heartbeat whose session holds a number: a
-        # heartbeat that names another visitor's session, or another site's, is not among them
-        # even when the owner's own heartbeat shares the batch.
+        # (site id, session id, visitor id) of each heartbeat whose session still has a number.
+        # A heartbeat that names another visitor's session, or another site's, is not among
+        # them, even when the owner's own heartbeat shares the batch.
         held: set[tuple[int, int, str]] = set()
         async with self.database.engine.connect() as connection:
             if not self.database.is_sqlite:

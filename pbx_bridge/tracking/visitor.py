@@ -184,8 +184,8 @@ def _host(url: str | None) -> str | None:
     if not url:
         return None
     host = urlsplit(url).hostname  # the URL was validated by _optional_url
-    # A DNS name has at most 253 characters; a longer "host" is no site's, and would not fit
-    # the 255-character column, so the session keeps the URL without a host.
+    # A DNS name has at most 253 characters. A longer "host" belongs to no site and would not
+    # fit the 255-character column, so the session keeps the URL without a host.
     if not host or len(host) > MAX_HOST_LENGTH:
         return None
     return host.lower().removeprefix("www.")

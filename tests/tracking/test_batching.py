@@ -126,12 +126,12 @@ async def test_cancelled_caller_does_not_stop_the_batch():
     handler = Recorder()
     batcher = Batcher("items", handler)
 
-    gone = asyncio.ensure_future(batcher.submit(1))
-    kept = asyncio.ensure_future(batcher.submit(2))
+    cancelled = asyncio.ensure_future(batcher.submit(1))
+    waiting = asyncio.ensure_future(batcher.submit(2))
     await asyncio.sleep(0)
-    gone.cancel()
+    cancelled.cancel()
 
-    assert await kept == 20
+    assert await waiting == 20
     assert handler.batches == [[1, 2]]
 
 

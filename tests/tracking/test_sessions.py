@@ -334,8 +334,8 @@ async def test_two_processes_never_share_a_number(database_url):
             data = read_start_request(_request(f"visitor-{index:05d}", **tags), None)
             return await service.start(site, data, None, now)
 
-        # Direct visits get no pool number; they only make both engines compile their
-        # statements, so that the batches below run side by side rather than one by one.
+        # Direct visits get no pool number. They make both engines compile their statements,
+        # so the batches below run side by side rather than one by one.
         await asyncio.gather(*(start(index, T0) for index in range(10000, 10300)))
         rounds = []
         for round_ in range(3):
