@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import selectinload
 
 from models import Attribution, Company, NumberMode, NumberState, Site, TrackingNumber
@@ -63,21 +63,22 @@ class Router:
         self.calls = calls
         self._cache: dict[str, tuple[float, _NumberSettings | None]] = {}
 
-    async def resolve(self, session: AsyncSession, dialed_raw: str, at: datetime) -> Route:
+    async def resolve(self, connection: AsyncConnection, dialed_raw: str, at: datetime) -> Route:
         try:
             dialed = to_e164(dialed_raw, self.calls.default_region)
         except InvalidNumber:
             return self._unknown_number_route(None)
 
-        settings = await self._settings(session, dialed)
+        settings = await self._settings(connection, dialed)
         if settings is None:
             return self._unknown_number_route(dialed)
 
         attribution, source_id, session_id = settings.attribution, settings.source_id, None
         if settings.pool_id is not None:
-            result = await attribute_pool_call(
-                session, TrackingNumber(id=settings.number_id, pool_id=settings.pool_id), at
-            )
+            async with AsyncSession(bind=connection) as session:
+                result = await attribute_pool_call(
+                    session, TrackingNumber(id=settings.number_id, pool_id=settings.pool_id), at
+                )
             attribution, source_id, session_id = result.kind, result.source_id, result.session_id
         return Route(
             dialed_number=dialed,
@@ -91,12 +92,13 @@ class Router:
             tags=("retired-number",) if settings.retired else (),
         )
 
-    async def _settings(self, session: AsyncSession, dialed: str) -> _NumberSettings | None:
+    async def _settings(self, connection: AsyncConnection, dialed: str) -> _NumberSettings | None:
         now = time.monotonic()
         cached = self._cache.get(dialed)
         if cached is not None and cached[0] > now:
             return cached[1]
-        settings = await _load_settings(session, dialed)
+        async with AsyncSession(bind=connection) as session:
+            settings = await _load_settings(session, dialed)
         if self.calls.route_cache_seconds > 0:
             self._cache[dialed] = (now + self.calls.route_cache_seconds, settings)
         return settings

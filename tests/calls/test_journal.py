@@ -1,0 +1,129 @@
+"""The journal on its own: rows written on the connection it keeps, and recovery when that connection fails."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from models import Call, RecordingState
+from pbx_bridge.calls.journal import CallEnd, CallStart, Journal, RecordingEnd, RecordingStart
+from pbx_bridge.config import CallsConfig
+from tests.calls.conftest import OFFICE, TRACKED_DIALED
+
+AT = datetime(2026, 12, 5, 9, 30, tzinfo=timezone.utc)
+
+
+def _start(channel_id: str, caller: str | None = "+79161234567") -> CallStart:
+    return CallStart(
+        channel_id=channel_id,
+        linkedid=channel_id,
+        dialed_raw=TRACKED_DIALED,
+        caller_raw=caller or "anonymous",
+        caller_number=caller,
+        caller_name=None,
+        started_at=AT,
+    )
+
+
+def _end(outcome: str = "answered") -> CallEnd:
+    return CallEnd(
+        outcome=outcome,
+        ended_at=AT.replace(minute=32),
+        wait_seconds=4.0,
+        talk_seconds=116.0,
+        hangup_cause=16,
+        hangup_cause_text="Normal Clearing",
+        hangup_side="caller",
+        attempts=[{"endpoint": OFFICE, "status": "ANSWER"}],
+        answered_at=AT.replace(second=4),
+        answered_by=OFFICE,
+        outbound_channel_id="leg-1",
+    )
+
+
+async def _row(database, channel_id: str) -> Call:
+    async with database.sessions() as session:
+        return await session.scalar(select(Call).where(Call.channel_id == channel_id))
+
+
+async def test_first_call_is_first_time(database, company):
+    journal = Journal(database, CallsConfig())
+    try:
+        await journal.open(_start("first"))
+        await journal.open(_start("second"))
+        await journal.open(_start("hidden", caller=None))
+    finally:
+        await journal.close()
+
+    assert (await _row(database, "first")).first_time_caller is True
+    assert (await _row(database, "second")).first_time_caller is False
+    assert (await _row(database, "hidden")).first_time_caller is None
+
+
+async def test_row_through_answer_and_end(database, company):
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, route = await journal.open(_start("full"))
+        await journal.answered(
+            call_id, at=AT.replace(second=4), endpoint=OFFICE, outbound_channel_id="leg-1",
+            attempts=[{"endpoint": OFFICE, "status": "ANSWER"}],
+            recording=RecordingStart("calltracking/full", "wav", AT.replace(second=4)),
+        )
+        await journal.finish(call_id, _end(), RecordingEnd(RecordingState.DONE, duration_seconds=116))
+    finally:
+        await journal.close()
+
+    async with database.sessions() as session:
+        row = await session.get(Call, call_id, options=[selectinload(Call.recording)])
+    recording = row.recording
+    assert route.company_id == company
+    assert row.outcome == "answered"
+    assert row.answered_by == OFFICE
+    assert row.talk_seconds == 116.0
+    assert row.attempts == [{"endpoint": OFFICE, "status": "ANSWER"}]
+    assert recording.state == "done"
+    assert recording.duration_seconds == 116
+
+
+async def test_reopened_channel_tagged_taken_over(database, company):
+    journal = Journal(database, CallsConfig())
+    try:
+        first_id, _ = await journal.open(_start("taken"))
+        # A second pbx-bridge process (or this one after a restart) meets the same channel.
+        other = Journal(database, CallsConfig())
+        try:
+            second_id, route = await other.open(_start("taken"))
+        finally:
+            await other.close()
+    finally:
+        await journal.close()
+
+    assert second_id == first_id
+    assert route.company_id == company
+    assert (await _row(database, "taken")).tags == ["taken-over"]
+
+
+async def test_failed_write_replaces_connection(database, company):
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("broken"))
+        connection = journal._connection._connection
+        # Closing the driver's connection is what a server that dropped it between writes looks like.
+        await (await connection.get_raw_connection()).driver_connection.close()
+        try:
+            await journal.answered(
+                call_id, at=AT, endpoint=OFFICE, outbound_channel_id="leg-1", attempts=[], recording=None
+            )
+        except Exception as error:
+            failed_with = error
+        else:
+            failed_with = None
+        await journal.finish(call_id, _end(), None)
+    finally:
+        await journal.close()
+
+    assert failed_with is not None
+    assert journal._connection._connection is None
+    assert (await _row(database, "broken")).outcome == "answered"
