@@ -7,8 +7,10 @@ and analytics go to the outbox in the same transaction as the change they report
 
 The writes are Core INSERT and UPDATE statements built once at import, so SQLAlchemy compiles
 each of them once and the ORM's unit of work (change tracking, flush ordering) costs nothing per
-call. They run on one connection the journal keeps open (`_JournalConnection`). The journal
-keeps its own copy of each row in progress for the outbox's snapshot.
+call. They run on one connection the journal keeps open (`_JournalConnection`): on the driver
+underneath it (storage/direct.py) when a write has no outbox rows, which is the common case, and
+through SQLAlchemy in one transaction when it has. The journal keeps its own copy of each row in
+progress for the outbox's snapshot.
 """
 
 from __future__ import annotations
@@ -20,19 +22,21 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.sql.dml import UpdateBase
 
-from models import Call, Outcome, Recording, RecordingState
+from models import Call, Outcome, Recording, RecordingState, utcnow
 from pbx_bridge.calls.routing import Route, Router
 from pbx_bridge.config import CallsConfig
-from pbx_bridge.delivery.outbox import company_webhooks, enqueue_call_event
+from pbx_bridge.delivery.outbox import company_webhooks, enqueue_call_event, may_enqueue
 from pbx_bridge.storage import Database
+from pbx_bridge.storage.direct import DirectConnection
 
 log = logging.getLogger("pbx_bridge.calls")
 
@@ -49,7 +53,7 @@ _CALLS = Call.__table__
 _RECORDINGS = Recording.__table__
 # Parameters that select rows are named apart from the columns, because an UPDATE takes a
 # parameter named after a column as that column's new value.
-_INSERT_CALL = insert(_CALLS).returning(_CALLS.c.id)
+_INSERT_CALL = insert(_CALLS).returning(_CALLS.c.id, _CALLS.c.first_time_caller)
 # The first call of a caller to a company is the one that finds no earlier row.
 _INSERT_FIRST_CALL = (
     insert(_CALLS)
@@ -144,49 +148,52 @@ class Journal:
         raise AssertionError("unreachable")
 
     async def _open_once(self, start: CallStart) -> tuple[int, Route]:
-        async with self._connection.transaction() as connection:
-            route = await self.router.resolve(connection, start.dialed_raw, start.started_at)
-            values = {
-                "channel_id": start.channel_id,
-                "linkedid": start.linkedid,
-                "caller_number": start.caller_number,
-                "caller_raw": start.caller_raw[:200],
-                "caller_name": start.caller_name[:200] if start.caller_name else None,
-                "dialed_number": route.dialed_number,
-                "dialed_raw": start.dialed_raw[:200],
-                "company_id": route.company_id,
-                "tracking_number_id": route.tracking_number_id,
-                "source_id": route.source_id,
-                "session_id": route.session_id,
-                "attribution": route.attribution.value,
-                "started_at": start.started_at,
-                "outcome": Outcome.IN_PROGRESS.value,
-                "tags": list(route.tags),
-                "attempts": [],
+        route = await self.router.resolve(self._connection.transaction, start.dialed_raw, start.started_at)
+        webhooks = await self._company_webhooks(route.company_id)
+        values = {
+            "channel_id": start.channel_id,
+            "linkedid": start.linkedid,
+            "caller_number": start.caller_number,
+            "caller_raw": start.caller_raw[:200],
+            "caller_name": start.caller_name[:200] if start.caller_name else None,
+            "dialed_number": route.dialed_number,
+            "dialed_raw": start.dialed_raw[:200],
+            "company_id": route.company_id,
+            "tracking_number_id": route.tracking_number_id,
+            "source_id": route.source_id,
+            "session_id": route.session_id,
+            "attribution": route.attribution.value,
+            "started_at": start.started_at,
+            "outcome": Outcome.IN_PROGRESS.value,
+            "tags": list(route.tags),
+            "attempts": [],
+            "updated_at": utcnow(),
+        }
+        statement, params = _INSERT_CALL, values
+        if start.caller_number is not None and route.company_id is not None:
+            statement = _INSERT_FIRST_CALL
+            params = {
+                **values,
+                "earlier_company_id": route.company_id,
+                "earlier_caller_number": start.caller_number,
             }
-            if start.caller_number is not None and route.company_id is not None:
-                row = (await connection.execute(_INSERT_FIRST_CALL, {
-                    **values,
-                    "earlier_company_id": route.company_id,
-                    "earlier_caller_number": start.caller_number,
-                })).one()
-                call = Call(id=row.id, first_time_caller=row.first_time_caller, **values)
-            else:
-                row_id = (await connection.execute(_INSERT_CALL, values)).scalar_one()
-                call = Call(id=row_id, first_time_caller=None, **values)
-            await self._enqueue(connection, call, "call.started")
+        async with self._writing(route.session_id, "call.started", webhooks) as write:
+            row_id, first_time = (await write.execute(statement, params))[0]
+            # SQLite hands back the flag as 0 or 1.
+            call = Call(id=row_id, first_time_caller=None if first_time is None else bool(first_time), **values)
+            await write.enqueue(call, "call.started", webhooks)
         self._rows[call.id] = call
         return call.id, route
 
     async def _reopen(self, start: CallStart) -> tuple[int, Route]:
+        route = await self.router.resolve(self._connection.transaction, start.dialed_raw, start.started_at)
         async with self._connection.transaction() as connection:
-            route = await self.router.resolve(connection, start.dialed_raw, start.started_at)
             async with AsyncSession(bind=connection) as session:
                 call = await session.scalar(select(Call).where(Call.channel_id == start.channel_id))
                 if call is None:
                     raise LookupError(f"journal row of channel {start.channel_id} not found after a conflict")
                 session.expunge(call)
-            await self._update_call(connection, call, {"tags": sorted({*call.tags, "taken-over"})})
+            await self._update_call(_SessionWrite(connection), call, {"tags": sorted({*call.tags, "taken-over"})})
         self._rows[call.id] = call
         return call.id, route
 
@@ -200,9 +207,10 @@ class Journal:
         attempts: list[dict[str, Any]],
         recording: RecordingStart | None,
     ) -> None:
-        async with self._connection.transaction() as connection:
-            call = await self._row(connection, call_id)
-            await self._update_call(connection, call, {
+        call = await self._row(call_id)
+        webhooks = await self._company_webhooks(call.company_id)
+        async with self._writing(call.session_id, "call.answered", webhooks) as write:
+            await self._update_call(write, call, {
                 "answered_at": at,
                 "answered_by": endpoint,
                 "outbound_channel_id": outbound_channel_id,
@@ -218,8 +226,8 @@ class Journal:
                     "started_at": recording.started_at,
                 })
                 self._recordings[call_id] = row
-                await connection.execute(_INSERT_RECORDING, row.values)
-            await self._enqueue(connection, call, "call.answered")
+                await write.execute(_INSERT_RECORDING, row.values)
+            await write.enqueue(call, "call.answered", webhooks)
         if recording is not None:
             self._recordings[call_id].inserted = True
 
@@ -253,8 +261,9 @@ class Journal:
         self._recordings.pop(call_id, None)
 
     async def _finish_once(self, call_id: int, end: CallEnd, recording: RecordingEnd | None) -> None:
-        async with self._connection.transaction() as connection:
-            call = await self._row(connection, call_id)
+        call = await self._row(call_id)
+        webhooks = await self._company_webhooks(call.company_id)
+        async with self._writing(call.session_id, "call.ended", webhooks) as write:
             values: dict[str, Any] = {
                 "outcome": end.outcome,
                 "ended_at": end.ended_at,
@@ -273,16 +282,14 @@ class Journal:
                 values["error"] = end.error[:2000]
             if end.tags:
                 values["tags"] = sorted({*call.tags, *end.tags})
-            await self._update_call(connection, call, values)
+            await self._update_call(write, call, values)
 
             row = self._recordings.get(call_id)
             if recording is not None and row is not None and row.values["state"] != RecordingState.FAILED.value:
-                await self._finish_recording(connection, row, recording)
-            await self._enqueue(connection, call, "call.ended")
+                await self._finish_recording(write, row, recording)
+            await write.enqueue(call, "call.ended", webhooks)
 
-    async def _finish_recording(
-        self, connection: AsyncConnection, row: _RecordingRow, recording: RecordingEnd
-    ) -> None:
+    async def _finish_recording(self, write: _Write, row: _RecordingRow, recording: RecordingEnd) -> None:
         changes: dict[str, Any] = {
             "state": recording.state.value,
             "duration_seconds": recording.duration_seconds,
@@ -291,10 +298,10 @@ class Journal:
             changes["error"] = recording.error[:2000]
         row.values.update(changes)
         if row.inserted:
-            await connection.execute(_UPDATE_RECORDING, {"row_call_id": row.values["call_id"], **changes})
+            await write.execute(_UPDATE_RECORDING, {"row_call_id": row.values["call_id"], **changes})
         else:
-            # The transaction of `answered` failed and took the INSERT with it: write the whole row now.
-            await connection.execute(_INSERT_RECORDING, row.values)
+            # The write of `answered` failed and took the INSERT with it: write the whole row now.
+            await write.execute(_INSERT_RECORDING, row.values)
 
     def write_later(self, start: CallStart, end: CallEnd) -> None:
         """Keep retrying the whole row of a call that ended while the database was unreachable."""
@@ -351,24 +358,29 @@ class Journal:
         await asyncio.gather(*self._deferred, return_exceptions=True)
         await self._connection.close()
 
-    async def _enqueue(self, connection: AsyncConnection, call: Call, event: str) -> None:
-        async with AsyncSession(bind=connection) as session:
-            webhooks: list[Any] = []
-            if call.company_id is not None:
-                now = time.monotonic()
-                cached = self._webhooks.get(call.company_id)
-                if cached is None or cached[0] <= now:
-                    webhooks = await company_webhooks(session, call.company_id)
-                    self._webhooks[call.company_id] = (now + self.calls.route_cache_seconds, webhooks)
-                else:
-                    webhooks = cached[1]
-            await enqueue_call_event(session, call, event, webhooks)
+    def _writing(self, session_id: int | None, event: str, webhooks: list[Any]) -> AbstractAsyncContextManager[_Write]:
+        """Open a write that runs on the driver, or in a transaction when it has outbox rows."""
+        if may_enqueue(event, session_id, webhooks):
+            return self._connection.session_write()
+        return self._connection.direct_write()
 
-    async def _row(self, connection: AsyncConnection, call_id: int) -> Call:
+    async def _company_webhooks(self, company_id: int | None) -> list[Any]:
+        if company_id is None:
+            return []
+        now = time.monotonic()
+        cached = self._webhooks.get(company_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self._connection.transaction() as connection, AsyncSession(bind=connection) as session:
+            webhooks = await company_webhooks(session, company_id)
+        self._webhooks[company_id] = (now + self.calls.route_cache_seconds, webhooks)
+        return webhooks
+
+    async def _row(self, call_id: int) -> Call:
         """Return the journal's copy of a row, read from the database when it is not at hand."""
         call = self._rows.get(call_id)
         if call is None:
-            async with AsyncSession(bind=connection) as session:
+            async with self._connection.transaction() as connection, AsyncSession(bind=connection) as session:
                 call = await session.get(Call, call_id)
                 if call is None:
                     raise LookupError(f"journal row {call_id} not found")
@@ -377,9 +389,10 @@ class Journal:
             self._rows[call_id] = call
         return call
 
-    async def _update_call(self, connection: AsyncConnection, call: Call, values: dict[str, Any]) -> None:
+    async def _update_call(self, write: _Write, call: Call, values: dict[str, Any]) -> None:
         """Write `values` to the row and to the journal's copy of it."""
-        await connection.execute(_UPDATE_CALL, {"row_id": call.id, **values})
+        values["updated_at"] = utcnow()
+        await write.execute(_UPDATE_CALL, {"row_id": call.id, **values})
         for name, value in values.items():
             setattr(call, name, value)
 
@@ -388,7 +401,7 @@ class _JournalConnection:
     """The connection the journal writes on, kept open from one write to the next.
 
     A checkout from the pool and the rollback on its return cost about as much CPU as a journal
-    write. So the journal keeps one connection and runs its transactions on it one at a time.
+    write. So the journal keeps one connection and runs its writes on it one at a time.
     A connection that failed is closed, and the next write opens another.
     """
 
@@ -399,22 +412,45 @@ class _JournalConnection:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._connection: AsyncConnection | None = None
+        self._direct: DirectConnection | None = None
         self._lock = asyncio.Lock()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """Yield the connection inside a transaction, committed on success, rolled back on error."""
+        """Yield the SQLAlchemy connection inside a transaction, committed on success."""
+        async with self._use() as (connection, _), connection.begin():
+            yield connection
+
+    @asynccontextmanager
+    async def session_write(self) -> AsyncIterator[_Write]:
+        async with self.transaction() as connection:
+            yield _SessionWrite(connection)
+
+    @asynccontextmanager
+    async def direct_write(self) -> AsyncIterator[_Write]:
+        """Yield a write on the driver. On PostgreSQL each of its statements commits on its own."""
+        async with self._use() as (_, direct):
+            yield _DirectWrite(direct)
+            await direct.commit()
+
+    @asynccontextmanager
+    async def _use(self) -> AsyncIterator[tuple[AsyncConnection, DirectConnection]]:
         async with self._lock:
-            if self._connection is None:
-                self._connection = await self.engine.connect()
+            if self._connection is None or self._direct is None:
+                connection = await self.engine.connect()
+                try:
+                    self._direct = await DirectConnection.under(connection)
+                except BaseException:
+                    await _discard(connection)
+                    raise
+                self._connection = connection
             connection = self._connection
             try:
-                async with connection.begin():
-                    yield connection
+                yield connection, self._direct
             except BaseException:
                 # The failure may have broken the connection (a lost server, a cancelled
-                # statement): a new one costs milliseconds, a broken one fails every call.
-                self._connection = None
+                # statement). A new one costs milliseconds, and a broken one fails every call.
+                self._connection = self._direct = None
                 await _discard(connection)
                 raise
 
@@ -422,7 +458,47 @@ class _JournalConnection:
         async with self._lock:
             if self._connection is not None:
                 await _discard(self._connection)
-                self._connection = None
+                self._connection = self._direct = None
+
+
+class _Write:
+    """One journal write: its statements, then the outbox rows of the event it reports."""
+
+    async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        """Run an INSERT or UPDATE and return the rows of its RETURNING clause, if it has one."""
+        raise NotImplementedError
+
+    async def enqueue(self, call: Call, event: str, webhooks: list[Any]) -> None:
+        raise NotImplementedError
+
+
+class _DirectWrite(_Write):
+    """A write with no outbox rows, run on the driver."""
+
+    def __init__(self, direct: DirectConnection) -> None:
+        self.direct = direct
+
+    async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        return await self.direct.execute(statement, params)
+
+    async def enqueue(self, call: Call, event: str, webhooks: list[Any]) -> None:
+        # `Journal._writing` chose this kind of write because there is nothing to enqueue.
+        return None
+
+
+class _SessionWrite(_Write):
+    """A write with outbox rows, run through SQLAlchemy in one transaction with them."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+
+    async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        result = await self.connection.execute(statement, params)
+        return result.all() if result.returns_rows else []
+
+    async def enqueue(self, call: Call, event: str, webhooks: list[Any]) -> None:
+        async with AsyncSession(bind=self.connection) as session:
+            await enqueue_call_event(session, call, event, webhooks)
 
 
 async def _discard(connection: AsyncConnection) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -63,19 +65,29 @@ class Router:
         self.calls = calls
         self._cache: dict[str, tuple[float, _NumberSettings | None]] = {}
 
-    async def resolve(self, connection: AsyncConnection, dialed_raw: str, at: datetime) -> Route:
+    async def resolve(
+        self,
+        transaction: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+        dialed_raw: str,
+        at: datetime,
+    ) -> Route:
+        """Return the route of a dialed number.
+
+        `transaction` opens a connection in a transaction, used only for look-ups that the cache
+        does not answer and for pool attribution.
+        """
         try:
             dialed = to_e164(dialed_raw, self.calls.default_region)
         except InvalidNumber:
             return self._unknown_number_route(None)
 
-        settings = await self._settings(connection, dialed)
+        settings = await self._settings(transaction, dialed)
         if settings is None:
             return self._unknown_number_route(dialed)
 
         attribution, source_id, session_id = settings.attribution, settings.source_id, None
         if settings.pool_id is not None:
-            async with AsyncSession(bind=connection) as session:
+            async with transaction() as connection, AsyncSession(bind=connection) as session:
                 result = await attribute_pool_call(
                     session, TrackingNumber(id=settings.number_id, pool_id=settings.pool_id), at
                 )
@@ -92,12 +104,14 @@ class Router:
             tags=("retired-number",) if settings.retired else (),
         )
 
-    async def _settings(self, connection: AsyncConnection, dialed: str) -> _NumberSettings | None:
+    async def _settings(
+        self, transaction: Callable[[], AbstractAsyncContextManager[AsyncConnection]], dialed: str
+    ) -> _NumberSettings | None:
         now = time.monotonic()
         cached = self._cache.get(dialed)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with AsyncSession(bind=connection) as session:
+        async with transaction() as connection, AsyncSession(bind=connection) as session:
             settings = await _load_settings(session, dialed)
         if self.calls.route_cache_seconds > 0:
             self._cache[dialed] = (now + self.calls.route_cache_seconds, settings)

@@ -101,6 +101,21 @@ async def company_webhooks(session: AsyncSession, company_id: int) -> list[Any]:
     return list(rows)
 
 
+def may_enqueue(event: str, session_id: int | None, webhooks: Sequence[Any]) -> bool:
+    """Return whether `enqueue_call_event` may write rows for a call, without reading the database.
+
+    A webhook subscribed to the event gets a row. So may GA4 and Metrica at the end of a call
+    attributed to a visitor session, when either is configured.
+    """
+    if any(event in row.events for row in webhooks):
+        return True
+    return (
+        event == CallEvent.ENDED.value
+        and session_id is not None
+        and bool(_analytics.ga4_measurement_id or _analytics.metrica_counter_id)
+    )
+
+
 async def enqueue_call_event(
     session: AsyncSession,
     call: models.Call,
