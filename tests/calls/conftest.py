@@ -120,7 +120,12 @@ async def start_serve(
             "--log-level", log_level, stdout=log_file, stderr=log_file, env=env,
         )
     serve = ServeProcess(process, log_path)
-    await fake.wait_for(lambda: fake.websocket_count > 0, timeout=20)
+    try:
+        await fake.wait_for(lambda: fake.websocket_count > 0, timeout=20)
+    except BaseException:
+        # A process that never connected is stopped here: the caller has no handle to stop it.
+        await serve.stop()
+        raise
     return serve
 
 

@@ -276,10 +276,13 @@ async def test_call_survives_service_restart(database_url, company, database, fa
     config = write_config(tmp_path / "c.toml", database_url, fake_asterisk.url)
     fake_asterisk.script_endpoint(OFFICE, Answer(after=1.5, hangup_after=0.3))
     first = await start_serve(config, fake_asterisk, tmp_path)
-    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
-    await fake_asterisk.wait_for(lambda: fake_asterisk.is_ringing(OFFICE), timeout=10)
-    first.process.kill()
-    await first.process.wait()
+    try:
+        call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+        await fake_asterisk.wait_for(lambda: fake_asterisk.is_ringing(OFFICE), timeout=10)
+    finally:
+        # Killed rather than stopped, as a crash would; also when the test fails before this.
+        first.process.kill()
+        await first.process.wait()
     await fake_asterisk.wait_for(lambda: fake_asterisk.websocket_count == 0, timeout=10)
 
     second = await start_serve(config, fake_asterisk, tmp_path)
