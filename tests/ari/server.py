@@ -39,6 +39,8 @@ class AriServer:
         self.replies: dict[tuple[str, str], tuple[int, Any]] = {}
         # Set to a status such as 401 to reject websocket handshakes.
         self.reject_events_with: int | None = None
+        # Seconds the websocket endpoint waits before it completes the handshake.
+        self.events_delay = 0.0
         self.rest_delay = 0.0
         self.rest_in_flight = 0
         self.rest_peak_in_flight = 0
@@ -136,6 +138,8 @@ class AriServer:
             return web.json_response(
                 {"message": "Authentication required"}, status=self.reject_events_with
             )
+        if self.events_delay:
+            await asyncio.sleep(self.events_delay)
         websocket = web.WebSocketResponse(autoping=self.autoping)
         await websocket.prepare(request)
         self._websockets.append(websocket)

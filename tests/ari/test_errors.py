@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from pbx_bridge.ari import (
@@ -17,7 +19,7 @@ from pbx_bridge.ari import (
     Unauthorized,
 )
 
-from .server import APP, PASSWORD, USERNAME, AriServer
+from .server import APP, PASSWORD, USERNAME, AriServer, wait_until
 
 CHANNEL = "1796411651.26"
 BRIDGE = "b8f32f6f-6918-415b-b526-4474ad309f46"
@@ -208,6 +210,89 @@ async def test_timeout_is_unavailable(ari_server: AriServer) -> None:
         await client.close()
 
     assert str(raised.value) == f"POST /channels/{{channelId}}/answer on {CHANNEL} failed: timed out"
+
+
+async def test_staggered_requests_each_time_out(ari_server: AriServer) -> None:
+    ari_server.rest_delay = 0.3
+    client = AriClient(ari_server.url, USERNAME, PASSWORD, APP, request_timeout=0.05)
+
+    async def answer_after(delay: float) -> AriUnavailable | None:
+        await asyncio.sleep(delay)
+        try:
+            await client.answer(CHANNEL)
+        except AriUnavailable as error:
+            return error
+        return None
+
+    # Two requests start before the first deadline and must time out though no request starts
+    # until after the server has responded to them. The last one starts when none is in flight.
+    try:
+        errors = await asyncio.gather(*(answer_after(delay) for delay in (0, 0.02, 0.03, 0.4)))
+    finally:
+        await client.close()
+
+    for error in errors:
+        assert str(error) == f"POST /channels/{{channelId}}/answer on {CHANNEL} failed: timed out"
+
+
+async def test_request_after_timeout_succeeds(ari_server: AriServer) -> None:
+    ari_server.rest_delay = 0.5
+    client = AriClient(ari_server.url, USERNAME, PASSWORD, APP, request_timeout=0.05)
+
+    try:
+        with pytest.raises(AriUnavailable):
+            await client.answer(CHANNEL)
+        ari_server.rest_delay = 0
+        result = await client.answer(CHANNEL)
+    finally:
+        await client.close()
+
+    assert result is None
+    assert len(ari_server.requests) == 2
+
+
+async def test_cancelled_request_raises_cancelled_error(
+    ari_server: AriServer, ari_client: AriClient
+) -> None:
+    ari_server.rest_delay = 0.5
+    request = asyncio.create_task(ari_client.answer(CHANNEL))
+    await wait_until(lambda: len(ari_server.requests) == 1)
+
+    request.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+
+async def test_timeout_during_cancellation_is_unavailable(ari_server: AriServer) -> None:
+    ari_server.rest_delay = 0.5
+    client = AriClient(ari_server.url, USERNAME, PASSWORD, APP, request_timeout=0.05)
+    cleanup_errors: list[AriUnavailable] = []
+
+    # Call flows hang up in their cleanup when their task is cancelled. A timeout of that request
+    # is still a timeout, and the task's own cancellation goes on afterwards.
+    async def wait_then_hang_up() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            try:
+                await client.hangup(CHANNEL)
+            except AriUnavailable as error:
+                cleanup_errors.append(error)
+            raise
+
+    call = asyncio.create_task(wait_then_hang_up())
+    await asyncio.sleep(0)
+    call.cancel()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    finally:
+        await client.close()
+
+    assert [str(error) for error in cleanup_errors] == [
+        f"DELETE /channels/{{channelId}} on {CHANNEL} failed: timed out"
+    ]
 
 
 async def test_connection_reset_is_unavailable(ari_server: AriServer, ari_client: AriClient) -> None:

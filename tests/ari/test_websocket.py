@@ -326,6 +326,25 @@ async def test_retry_warning_names_delay_and_reason(
     assert second.endswith(" s (attempt 2)")
 
 
+async def test_slow_handshake_times_out(ari_server: AriServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    ari_server.events_delay = 0.5
+    client = make_client(ari_server, request_timeout=0.05)
+    recorder = Recorder(client)
+
+    task = asyncio.create_task(client.run(recorder.on_event, on_connect=recorder.on_connect))
+    try:
+        await wait_until(lambda: len(warnings_of(caplog)) >= 1)
+    finally:
+        await cancel(task)
+        await client.close()
+
+    assert warnings_of(caplog)[0].startswith(
+        f"ARI websocket {ari_server.url} for app {APP}: timed out; reconnecting in 0.0"
+    )
+    assert recorder.connects == 0
+
+
 async def test_backoff_grows_while_connections_fail(
     ari_server: AriServer,
     recorder: Recorder,
