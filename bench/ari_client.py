@@ -15,7 +15,7 @@ params=, json=)`, `read()`, json.loads) and for AriClient as configured, and the
 printed. Every measurement runs `--repeat` times and the median is printed with the range.
 
     python bench/ari_client.py
-    python bench/ari_client.py --requests 3000 --events 3000 --repeat 3
+    python bench/ari_client.py --requests 9000 --events 5000 --repeat 7
 """
 
 from __future__ import annotations
@@ -336,24 +336,34 @@ async def _report(url: str, args: argparse.Namespace) -> None:
     print(f"{'measure':34s} {'plain aiohttp':>22s} {'AriClient':>22s} {'ratio':>6s}")
 
     for concurrency in (1, args.concurrency):
-        plain_runs, ari_runs = [], []
-        for _ in range(args.repeat):
-            plain = PlainClient(url)
-            plain_runs.append(await measure_requests(plain.call, args.requests, concurrency))
+        runs: dict[str, list[float]] = {"plain": [], "ari": []}
+        for repeat in range(args.repeat):
+            # Alternating which client goes first spreads a drift in machine load over both.
+            for name in ("plain", "ari") if repeat % 2 == 0 else ("ari", "plain"):
+                runs[name].append(await _measure_client_requests(name, url, args.requests, concurrency))
+        _print_row(f"per request, {concurrency} at once", runs["plain"], runs["ari"])
+
+    runs = {"plain": [], "ari": []}
+    for repeat in range(args.repeat):
+        for name in ("plain", "ari") if repeat % 2 == 0 else ("ari", "plain"):
+            measure = measure_plain_events if name == "plain" else measure_ari_events
+            runs[name].append(await measure(url, args.events, args.event_rate))
+    _print_row(f"per event, {args.event_rate:g}/s", runs["plain"], runs["ari"])
+
+
+async def _measure_client_requests(name: str, url: str, requests: int, concurrency: int) -> float:
+    if name == "plain":
+        plain = PlainClient(url)
+        try:
+            return await measure_requests(plain.call, requests, concurrency)
+        finally:
             await plain.close()
 
-            client = AriClient(url, USERNAME, PASSWORD, APP)
-            ari_runs.append(
-                await measure_requests(lambda index: ari_call(client, index), args.requests, concurrency)
-            )
-            await client.close()
-        _print_row(f"per request, {concurrency} at once", plain_runs, ari_runs)
-
-    plain_runs, ari_runs = [], []
-    for _ in range(args.repeat):
-        plain_runs.append(await measure_plain_events(url, args.events, args.event_rate))
-        ari_runs.append(await measure_ari_events(url, args.events, args.event_rate))
-    _print_row(f"per event, {args.event_rate:g}/s", plain_runs, ari_runs)
+    client = AriClient(url, USERNAME, PASSWORD, APP)
+    try:
+        return await measure_requests(lambda index: ari_call(client, index), requests, concurrency)
+    finally:
+        await client.close()
 
 
 def _print_row(label: str, plain: list[float], ari: list[float]) -> None:
@@ -370,7 +380,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20, help="calls at once in the concurrent run (default 20)")
     parser.add_argument("--events", type=int, default=3000, help="websocket events a run (default 3000)")
     parser.add_argument("--event-rate", type=float, default=1000.0, help="events per second the server sends (default 1000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (default 3)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each measurement (default 5)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
