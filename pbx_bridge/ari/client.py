@@ -47,12 +47,6 @@ STABLE_CONNECTION = 10.0
 # _RequestDeadlines enforces request_timeout. The session's timeout still bounds the websocket
 # handshake.
 _NO_AIOHTTP_TIMEOUT = aiohttp.ClientTimeout()
-_EVENT_FRAMES = frozenset({aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY})
-# Message types that end the event stream: the three that stop `async for` over a websocket, and
-# ERROR.
-_END_OF_EVENTS = frozenset(
-    {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR}
-)
 
 
 class AriClient:
@@ -481,14 +475,12 @@ class AriClient:
             if on_connect is not None:
                 await self._call_on_connect(on_connect)
 
-            # The loop ends on a close frame, a lost connection or an ERROR message, and
-            # websocket.exception() then gives the cause, such as a missed heartbeat pong.
-            # receive() is called directly because `async for` adds a coroutine call per event.
-            while True:
-                message = await websocket.receive()
-                if message.type in _EVENT_FRAMES:
+            # The iteration ends on a close frame or a lost connection, and an ERROR message ends
+            # it here. websocket.exception() then gives the cause, such as a missed heartbeat pong.
+            async for message in websocket:
+                if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     await self._deliver(message.data, on_event)
-                elif message.type in _END_OF_EVENTS:
+                elif message.type == aiohttp.WSMsgType.ERROR:
                     break
 
             error = websocket.exception()
