@@ -30,11 +30,17 @@ def test_utf8_bytes_object_is_decoded() -> None:
         ("[1, 2]", "frame is a JSON list, expected an object"),
         ('"StasisStart"', "frame is a JSON str, expected an object"),
         ("null", "frame is a JSON NoneType, expected an object"),
+        ('{"type": "StasisStart"}{"type": "StasisEnd"}', "frame is not JSON: Extra data"),
+        ('{"type": "StasisStart"', "frame is not JSON"),
     ],
 )
 def test_malformed_frame_is_rejected(frame: str | bytes, problem: str) -> None:
     with pytest.raises(MalformedEvent, match=problem):
         decode_event(frame)
+
+
+def test_object_with_surrounding_whitespace_is_decoded() -> None:
+    assert decode_event(' {"type": "StasisEnd"}\n') == {"type": "StasisEnd"}
 
 
 def test_long_frame_is_cut_for_logs() -> None:
