@@ -7,7 +7,6 @@ import base64
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -43,10 +42,6 @@ KEEPALIVE_TIMEOUT = 10.0
 HEARTBEAT = 20.0
 # A websocket that stayed open this many seconds resets the backoff to the minimum delay.
 STABLE_CONNECTION = 10.0
-# Passed to each REST request so that aiohttp schedules no timer of its own, because
-# _RequestDeadlines enforces request_timeout. The session's timeout still bounds the websocket
-# handshake.
-_NO_AIOHTTP_TIMEOUT = aiohttp.ClientTimeout()
 
 
 class AriClient:
@@ -96,7 +91,6 @@ class AriClient:
         self._heartbeat = heartbeat
         self._stable_connection = stable_connection
         self._session: aiohttp.ClientSession | None = None
-        self._deadlines = _RequestDeadlines(request_timeout)
         self._closed = False
         self._connected = False
         # Validate the delays now rather than at the first disconnect.
@@ -133,7 +127,6 @@ class AriClient:
         Requests made after close raise AriUnavailable.
         """
         self._closed = True
-        self._deadlines.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -361,14 +354,11 @@ class AriClient:
 
         if self._closed:
             raise AriUnavailable(operation, resource_id, None, "client is closed")
-        session = self._get_session()
         try:
-            with self._deadlines:
-                async with session.request(
-                    method, url, json=body, timeout=_NO_AIOHTTP_TIMEOUT
-                ) as response:
-                    content = await response.read()
-                    status = response.status
+            # The session's timeout (request_timeout) bounds each request.
+            async with self._get_session().request(method, url, json=body) as response:
+                content = await response.read()
+                status = response.status
         except (asyncio.TimeoutError, aiohttp.ClientError):
             # Entered only on failure, because entering the context manager costs about 1 us,
             # which every successful request would pay.
@@ -394,7 +384,7 @@ class AriClient:
             connector = aiohttp.TCPConnector(
                 limit=CONNECTION_LIMIT, keepalive_timeout=KEEPALIVE_TIMEOUT
             )
-            # The session timeout bounds the websocket handshake. REST requests override it.
+            # The session timeout also bounds the websocket handshake.
             self._session = aiohttp.ClientSession(
                 headers=self._headers, connector=connector, timeout=self._timeout
             )
@@ -518,72 +508,6 @@ class AriClient:
     def _redact(self, text: str) -> str:
         """Hide the password in a text taken from a third-party exception."""
         return text.replace(self._password, "********") if self._password else text
-
-
-class _RequestDeadlines:
-    """Bound REST requests to `timeout` seconds each, with one event-loop timer for all of them.
-
-    Used as `with deadlines:` around a request, in the task that makes it. A request still
-    running at its deadline has its task cancelled, and the block then raises TimeoutError, as
-    `asyncio.timeout` would. aiohttp's own timeout schedules and cancels a timer for every
-    request, which cost about 9 us of CPU per request against the server of bench/ari_client.py
-    (Python 3.11, aiohttp 3.14, 2 cores). Every request here has the same timeout, so deadlines
-    fall in the order the requests start, and one timer set for the oldest request in flight is
-    enough.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self._timeout = timeout
-        # Requests in flight by task, oldest first: the deadline in loop time (None once the
-        # task has been cancelled for it) and the task's cancel count when the request started.
-        self._requests: dict[asyncio.Task[Any], tuple[float | None, int]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-
-    def __enter__(self) -> None:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
-        assert task is not None, "ARI requests run in asyncio tasks"
-        deadline = loop.time() + self._timeout
-        self._requests[task] = (deadline, task.cancelling())
-        if self._timer is None:
-            self._timer = loop.call_at(deadline, self._expire, loop)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        deadline, cancelling = self._requests.pop(task)
-        if deadline is not None:
-            return
-        # Only this class's cancel is taken back. A cancel from elsewhere, such as the caller's
-        # task being cancelled at the same time, still propagates as CancelledError.
-        if task.uncancel() <= cancelling and exc_type is asyncio.CancelledError:
-            raise asyncio.TimeoutError from exc
-
-    def stop(self) -> None:
-        """Cancel the timer. Requests still in flight are then no longer bounded."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        now = loop.time()
-        expired: list[asyncio.Task[Any]] = []
-        for task, (deadline, _cancelling) in self._requests.items():
-            if deadline is None:
-                continue
-            if deadline > now:
-                self._timer = loop.call_at(deadline, self._expire, loop)
-                break
-            expired.append(task)
-        for task in expired:
-            self._requests[task] = (None, self._requests[task][1])
-            task.cancel()
 
 
 def _query_string(query: Mapping[str, Any] | None) -> str:
