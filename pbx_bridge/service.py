@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Callable
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,7 +43,10 @@ class Service:
         self.delivery = None
 
     async def start(self) -> None:
-        log.info("starting pbx-bridge, database %s", self.database.display_url)
+        log.info(
+            "starting pbx-bridge, database %s, event loop %s",
+            self.database.display_url, type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
         if self.config.database.auto_upgrade:
             await upgrade(self.config.database.url)
             log.info("database schema up to date")
@@ -131,7 +135,21 @@ def run_service(
     service = Service(
         config, with_ari=with_ari, with_http=with_http, with_delivery=with_delivery
     )
-    return asyncio.run(_serve(service))
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        return runner.run(_serve(service))
+
+
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return uvloop's loop factory where uvloop is installed, else None for asyncio's own loop.
+
+    A call is a few dozen event-loop wake-ups spread over its seconds, and uvloop makes each one
+    cheaper: bench/call_flow.py spent about a sixth less CPU per call with it.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def _serve(service: Service) -> int:

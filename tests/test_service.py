@@ -72,6 +72,7 @@ async def test_serve_on_sqlite_answers_health(tmp_path):
     assert (tmp_path / "pbx-bridge.db").exists()
     assert code == 0
     assert "stopped" in log
+    assert "event loop uvloop" in log
     assert "very-secret-ari" not in log
 
 
