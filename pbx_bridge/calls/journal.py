@@ -209,6 +209,16 @@ class Journal:
     ) -> None:
         call = await self._row(call_id)
         webhooks = await self._company_webhooks(call.company_id)
+        if recording is not None:
+            # Kept before the write, so that `finish` inserts the row if this write fails anywhere.
+            self._recordings[call_id] = _RecordingRow({
+                "call_id": call_id,
+                "name": recording.name,
+                "format": recording.format,
+                "state": (RecordingState.FAILED if recording.error else RecordingState.QUEUED).value,
+                "error": recording.error,
+                "started_at": recording.started_at,
+            })
         async with self._writing(call.session_id, "call.answered", webhooks) as write:
             await self._update_call(write, call, {
                 "answered_at": at,
@@ -217,16 +227,7 @@ class Journal:
                 "attempts": list(attempts),
             })
             if recording is not None:
-                row = _RecordingRow({
-                    "call_id": call_id,
-                    "name": recording.name,
-                    "format": recording.format,
-                    "state": (RecordingState.FAILED if recording.error else RecordingState.QUEUED).value,
-                    "error": recording.error,
-                    "started_at": recording.started_at,
-                })
-                self._recordings[call_id] = row
-                await write.execute(_INSERT_RECORDING, row.values)
+                await write.execute(_INSERT_RECORDING, self._recordings[call_id].values)
             await write.enqueue(call, "call.answered", webhooks)
         if recording is not None:
             self._recordings[call_id].inserted = True

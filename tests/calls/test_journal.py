@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from models import Call, RecordingState
+from models import Call, Recording, RecordingState
 from pbx_bridge.calls.journal import CallEnd, CallStart, Journal, RecordingEnd, RecordingStart
 from pbx_bridge.config import CallsConfig
 from tests.calls.conftest import OFFICE, TRACKED_DIALED
@@ -127,3 +128,29 @@ async def test_failed_write_replaces_connection(database, company):
     assert failed_with is not None
     assert journal._connection._connection is None
     assert (await _row(database, "broken")).outcome == "answered"
+
+
+async def test_recording_written_after_failed_answer(database, company):
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("lost-recording"))
+        connection = journal._connection._connection
+        # The server dropped the kept connection, so the answer's first statement (the call's UPDATE) fails.
+        await (await connection.get_raw_connection()).driver_connection.close()
+        with pytest.raises(Exception):
+            await journal.answered(
+                call_id, at=AT.replace(second=4), endpoint=OFFICE, outbound_channel_id="leg-1",
+                attempts=[{"endpoint": OFFICE, "status": "ANSWER"}],
+                recording=RecordingStart("calltracking/lost-recording", "wav", AT.replace(second=4)),
+            )
+        await journal.finish(call_id, _end(), RecordingEnd(RecordingState.DONE, duration_seconds=116))
+    finally:
+        await journal.close()
+
+    async with database.sessions() as session:
+        recording = await session.scalar(select(Recording).where(Recording.call_id == call_id))
+    assert recording is not None
+    assert recording.name == "calltracking/lost-recording"
+    assert recording.state == "done"
+    assert recording.duration_seconds == 116
+
