@@ -27,7 +27,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import bindparam, exists, insert, select, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.dml import UpdateBase
 
@@ -448,11 +448,19 @@ class _JournalConnection:
             connection = self._connection
             try:
                 yield connection, self._direct
-            except BaseException:
+            except BaseException as error:
                 # The failure may have broken the connection (a lost server, a cancelled
                 # statement). A new one costs milliseconds, and a broken one fails every call.
                 self._connection = self._direct = None
                 await _discard(connection)
+                lost = isinstance(error, DBAPIError) and error.connection_invalidated
+                if lost and not isinstance(error, JOURNAL_ERRORS):
+                    # SQLAlchemy 2.1's asyncpg dialect raises a plain DBAPIError for a backend that
+                    # ended during a statement. storage/direct.py raises OperationalError for the
+                    # same failure, so both kinds of write are retried alike.
+                    raise OperationalError(
+                        error.statement, None, error.orig, hide_parameters=True, connection_invalidated=True
+                    ) from error
                 raise
 
     async def close(self) -> None:

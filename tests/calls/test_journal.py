@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import selectinload
 
-from models import Call, Recording, RecordingState
+from models import Call, Delivery, Recording, RecordingState, Webhook
+from pbx_bridge.calls import journal as journal_module
 from pbx_bridge.calls.journal import CallEnd, CallStart, Journal, RecordingEnd, RecordingStart
 from pbx_bridge.config import CallsConfig
 from tests.calls.conftest import OFFICE, TRACKED_DIALED
@@ -154,3 +156,34 @@ async def test_recording_written_after_failed_answer(database, company):
     assert recording.state == "done"
     assert recording.duration_seconds == 116
 
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_terminated_backend_retried_with_webhook(database, company, monkeypatch):
+    monkeypatch.setattr(journal_module, "WRITE_LATER_DELAYS", (0.1,))
+    async with database.transaction() as session:
+        session.add(Webhook(company_id=company, url="http://127.0.0.1:9/hook", secret="s", events=["call.ended"]))
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("terminated"))
+        raw = await journal._connection._connection.get_raw_connection()
+        pid = raw.driver_connection.get_server_pid()
+        async with database.engine.connect() as locker:
+            # The row lock keeps the journal's UPDATE waiting, so the backend ends in the middle of it.
+            await locker.execute(text("SELECT id FROM calls WHERE id = :id FOR UPDATE"), {"id": call_id})
+            finishing = asyncio.create_task(journal.finish(call_id, _end(), None))
+            await asyncio.sleep(0.3)
+            async with database.engine.connect() as admin:
+                await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await finishing
+            await locker.rollback()
+        for _ in range(50):
+            if not journal._deferred:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await journal.close()
+
+    assert (await _row(database, "terminated")).outcome == "answered"
+    async with database.sessions() as session:
+        events = (await session.scalars(select(Delivery.event).where(Delivery.call_id == call_id))).all()
+    assert events == ["call.ended"]
