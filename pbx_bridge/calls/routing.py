@@ -73,8 +73,8 @@ class Router:
     ) -> Route:
         """Return the route of a dialed number.
 
-        `transaction` opens a connection in a transaction, used only for look-ups that the cache
-        does not answer and for pool attribution.
+        `transaction` opens a connection in a transaction. It is used only for look-ups that miss
+        the cache and for pool attribution.
         """
         try:
             dialed = to_e164(dialed_raw, self.calls.default_region)

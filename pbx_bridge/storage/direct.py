@@ -6,8 +6,8 @@ compiles each Core statement once per dialect and set of parameter names. It con
 with the column types' own bind processors, so rows look exactly as SQLAlchemy writes them, and
 runs the SQL on the asyncpg or aiosqlite connection underneath a SQLAlchemy connection.
 
-It knows nothing of Python-side column defaults: every column a statement writes needs a value
-in the parameters, `onupdate` ones included. Driver exceptions are raised as the SQLAlchemy
+It fills in no Python-side column defaults: every column a statement writes needs a value in
+the parameters, `onupdate` ones included. Driver exceptions are raised as the SQLAlchemy
 exceptions the rest of the code catches (IntegrityError, OperationalError and so on).
 """
 
