@@ -179,7 +179,7 @@ class Journal:
             }
         async with self._writing(route.session_id, "call.started", webhooks) as write:
             row_id, first_time = (await write.execute(statement, params))[0]
-            # SQLite hands back the flag as 0 or 1.
+            # SQLite returns the flag as 0 or 1.
             call = Call(id=row_id, first_time_caller=None if first_time is None else bool(first_time), **values)
             await write.enqueue(call, "call.started", webhooks)
         self._rows[call.id] = call

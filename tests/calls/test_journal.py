@@ -51,6 +51,12 @@ async def _row(database, channel_id: str) -> Call:
         return await session.scalar(select(Call).where(Call.channel_id == channel_id))
 
 
+async def _drop_kept_connection(journal: Journal) -> None:
+    """Close the driver connection under the journal's kept one, as a server that dropped it would."""
+    connection = journal._connection._connection
+    await (await connection.get_raw_connection()).driver_connection.close()
+
+
 async def test_first_call_is_first_time(database, company):
     journal = Journal(database, CallsConfig())
     try:
@@ -94,7 +100,7 @@ async def test_reopened_channel_tagged_taken_over(database, company):
     journal = Journal(database, CallsConfig())
     try:
         first_id, _ = await journal.open(_start("taken"))
-        # A second pbx-bridge process (or this one after a restart) meets the same channel.
+        # A second pbx-bridge process, or this one after a restart, opens the same channel's row.
         other = Journal(database, CallsConfig())
         try:
             second_id, route = await other.open(_start("taken"))
@@ -112,9 +118,7 @@ async def test_failed_write_replaces_connection(database, company):
     journal = Journal(database, CallsConfig())
     try:
         call_id, _ = await journal.open(_start("broken"))
-        connection = journal._connection._connection
-        # Closing the driver's connection is what a server that dropped it between writes looks like.
-        await (await connection.get_raw_connection()).driver_connection.close()
+        await _drop_kept_connection(journal)
         try:
             await journal.answered(
                 call_id, at=AT, endpoint=OFFICE, outbound_channel_id="leg-1", attempts=[], recording=None
@@ -136,9 +140,8 @@ async def test_recording_written_after_failed_answer(database, company):
     journal = Journal(database, CallsConfig())
     try:
         call_id, _ = await journal.open(_start("lost-recording"))
-        connection = journal._connection._connection
-        # The server dropped the kept connection, so the answer's first statement (the call's UPDATE) fails.
-        await (await connection.get_raw_connection()).driver_connection.close()
+        # The answer's first statement, the call's UPDATE, then fails.
+        await _drop_kept_connection(journal)
         with pytest.raises(Exception):
             await journal.answered(
                 call_id, at=AT.replace(second=4), endpoint=OFFICE, outbound_channel_id="leg-1",
