@@ -22,6 +22,7 @@ from pbx_bridge.ari.errors import (
     map_transport_errors,
 )
 from pbx_bridge.ari.events import MalformedEvent, decode_event, describe_frame
+from pbx_bridge.ari.http import HttpError, HttpPool
 from pbx_bridge.config import AriConfig
 
 log = logging.getLogger("pbx_bridge.ari")
@@ -29,6 +30,7 @@ log = logging.getLogger("pbx_bridge.ari")
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 ConnectHandler = Callable[[], Awaitable[None]]
 
+USER_AGENT = "pbx-bridge"
 # Asterisk's HTTP server accepts 100 sessions by default (http.conf `sessionlimit`, per Asterisk's
 # http.conf.sample), shared with other HTTP users of that Asterisk. 64 pooled connections leave
 # room for them. Hundreds of calls in flight can share the pool because each REST request uses a
@@ -45,7 +47,7 @@ STABLE_CONNECTION = 10.0
 
 
 class AriClient:
-    """One ARI application's REST requests and event websocket over one aiohttp session.
+    """One ARI application's REST requests (over HttpPool) and event websocket (over aiohttp).
 
     REST methods return the parsed JSON response, or None for 204 No Content, and raise AriError
     subclasses. `run` keeps the websocket attached until cancelled.
@@ -75,8 +77,6 @@ class AriClient:
         self.app = app
         self.username = username
         self._password = password
-        self._rest_scheme = server.scheme
-        self._rest_authority = server.raw_authority
         self._rest_path = server.raw_path.rstrip("/") + "/ari"
         self._events_url = server.with_scheme("wss" if server.scheme == "https" else "ws").with_path(
             server.path.rstrip("/") + "/ari/events"
@@ -84,6 +84,17 @@ class AriClient:
         self._display_url = str(server)
         credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {credentials}"}
+        assert server.host is not None and server.port is not None
+        self._http = HttpPool(
+            server.scheme,
+            server.host,
+            server.port,
+            server.raw_authority,
+            {**self._headers, "Accept": "application/json", "User-Agent": USER_AGENT},
+            limit=CONNECTION_LIMIT,
+            keepalive=KEEPALIVE_TIMEOUT,
+            timeout=request_timeout,
+        )
         self.reconnect_min_delay = reconnect_min_delay
         self.reconnect_max_delay = reconnect_max_delay
         self.request_timeout = request_timeout
@@ -127,6 +138,7 @@ class AriClient:
         Requests made after close raise AriUnavailable.
         """
         self._closed = True
+        await self._http.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -343,23 +355,16 @@ class AriClient:
         # that the URL is built once per request and aiohttp need not parse and re-encode it.
         encoded_path = path.format(**{key: quote(value, safe="") for key, value in path_params.items()})
         query_string = _query_string(query)
-        url = yarl.URL.build(
-            scheme=self._rest_scheme,
-            authority=self._rest_authority,
-            path=self._rest_path + encoded_path,
-            query_string=query_string,
-            encoded=True,
-        )
+        target = self._rest_path + encoded_path + ("?" + query_string if query_string else "")
         log.debug("ARI %s %s%s%s", method, encoded_path, "?" if query_string else "", query_string)
 
         if self._closed:
             raise AriUnavailable(operation, resource_id, None, "client is closed")
         try:
-            # The session's timeout (request_timeout) bounds each request.
-            async with self._get_session().request(method, url, json=body) as response:
-                content = await response.read()
-                status = response.status
-        except (asyncio.TimeoutError, aiohttp.ClientError):
+            status, reason, content = await self._http.request(
+                method, target, None if body is None else json.dumps(body).encode()
+            )
+        except (TimeoutError, HttpError):
             # Entered only on failure, because entering the context manager costs about 1 us,
             # which every successful request would pay.
             with map_transport_errors(operation, resource_id):
@@ -375,19 +380,14 @@ class AriClient:
                     operation, resource_id, status, f"response is not JSON: {describe_frame(content)}"
                 ) from None
         raise error_for_status(
-            status, _asterisk_message(content, response.reason), operation=operation, resource_id=resource_id
+            status, _asterisk_message(content, reason), operation=operation, resource_id=resource_id
         )
 
     def _get_session(self) -> aiohttp.ClientSession:
-        # Created on first use so that the session belongs to the running event loop.
+        # The websocket's session, created on first use so that it belongs to the running loop.
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=CONNECTION_LIMIT, keepalive_timeout=KEEPALIVE_TIMEOUT
-            )
             # The session timeout also bounds the websocket handshake.
-            self._session = aiohttp.ClientSession(
-                headers=self._headers, connector=connector, timeout=self._timeout
-            )
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         return self._session
 
     # -- websocket -----------------------------------------------------------------------------

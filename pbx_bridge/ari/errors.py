@@ -1,6 +1,7 @@
-"""Exceptions of the ARI client, and the one place that turns aiohttp failures into them.
+"""Exceptions of the ARI client, and the one place that turns transport failures into them.
 
-Callers catch these types only: no aiohttp exception leaves the `pbx_bridge.ari` package.
+Callers catch these types only: no aiohttp or HttpError exception leaves the `pbx_bridge.ari`
+package.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from http import HTTPStatus
 
 import aiohttp
+
+from pbx_bridge.ari.http import HttpError
 
 
 class AriError(Exception):
@@ -108,14 +111,14 @@ def error_for_status(
 
 @contextlib.contextmanager
 def map_transport_errors(operation: str, resource_id: str | None) -> Iterator[None]:
-    """Turn aiohttp connection failures and timeouts inside the block into AriUnavailable."""
+    """Turn connection failures and timeouts inside the block into AriUnavailable."""
     try:
         yield
     except AriError:
         raise
     except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as error:
         raise AriUnavailable(operation, resource_id, None, "timed out") from error
-    except aiohttp.ClientError as error:
+    except (aiohttp.ClientError, HttpError) as error:
         raise AriUnavailable(operation, resource_id, None, describe_transport_error(error)) from error
 
 
@@ -128,6 +131,8 @@ def describe_transport_error(error: BaseException) -> str:
         else:
             cause = os_error.strerror or str(os_error) or type(os_error).__name__
         return f"cannot connect to {error.host}:{error.port}: {cause}"
+    if isinstance(error, HttpError):
+        return str(error)
     if isinstance(error, aiohttp.ServerDisconnectedError):
         return "server closed the connection"
     if isinstance(error, aiohttp.WSServerHandshakeError):
