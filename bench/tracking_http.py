@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -45,6 +46,9 @@ POSTGRES_ADMIN = os.environ.get("PBX_BRIDGE_TEST_POSTGRES_URL", "postgresql+asyn
 ORIGIN = "https://bench.example"
 SITE_KEY = "bench-site"
 POOL_SIZE = 60_000
+# Past sessions, each with a released lease, seeded before the phases. A site in service has a
+# history like this, and the planner statistics gathered on it.
+HISTORY_SESSIONS = 50_000
 CONNECTIONS = 200
 STEADY_CONNECTIONS = 256
 # Browsers send a user agent; the server parses it (cached per distinct string).
@@ -121,12 +125,48 @@ async def seed(url: str) -> None:
         ]
         async with database.transaction() as session:
             await session.execute(models.TrackingNumber.__table__.insert(), rows)
+        await seed_history(database, site.id, pool_id)
         # A live database has planner statistics, which autovacuum gathers. A fresh one has none
         # for its first minute, and plans made without them read the whole pool per heartbeat.
+        # Statistics of empty session tables are as bad. PostgreSQL keeps a generic plan made
+        # while a table had a few pages until an ANALYZE of that table invalidates it, such as
+        # a sequential scan of visitor_sessions for each foreign-key check of number_leases.
+        # With autovacuum off, as on the local test server, that plan stayed for the whole run.
         async with database.engine.begin() as connection:
             await connection.execute(text("ANALYZE"))
     finally:
         await database.close()
+
+
+async def seed_history(database: Database, site_id: int, pool_id: int) -> None:
+    """Store HISTORY_SESSIONS past sessions of a day ago, each with a released lease."""
+    day_ago = models.utcnow() - timedelta(days=1)
+    sessions = [
+        {
+            "site_id": site_id, "visitor_id": f"history-{index:08d}", "utm_source": "google",
+            "started_at": day_ago, "last_seen_at": day_ago,
+        }
+        for index in range(HISTORY_SESSIONS)
+    ]
+    async with database.engine.begin() as connection:
+        await connection.execute(models.VisitorSession.__table__.insert(), sessions)
+        session_ids = (
+            await connection.execute(text("SELECT id FROM visitor_sessions ORDER BY id"))
+        ).scalars().all()
+        number_ids = (
+            await connection.execute(
+                text("SELECT id FROM tracking_numbers WHERE pool_id = :pool_id ORDER BY id"),
+                {"pool_id": pool_id},
+            )
+        ).scalars().all()
+        leases = [
+            {
+                "number_id": number_ids[index % len(number_ids)], "session_id": session_id,
+                "leased_at": day_ago, "last_seen_at": day_ago, "released_at": day_ago,
+            }
+            for index, session_id in enumerate(session_ids)
+        ]
+        await connection.execute(models.NumberLease.__table__.insert(), leases)
 
 
 async def pool_sessions(url: str, limit: int) -> list[tuple[int, str]]:
