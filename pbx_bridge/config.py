@@ -91,8 +91,9 @@ class DeliveryConfig:
     """The outbox worker that sends call data to webhooks, GA4 and Yandex Metrica."""
 
     enabled: bool = True
-    # Seconds between outbox polls when nothing was due.
-    poll_interval: float = 1.0
+    # Seconds between outbox polls when nothing was due. Rows written by this process's call
+    # flow wake the worker at once, so the poll finds the rows of other processes.
+    poll_interval: float = 10.0
     # Rows one worker claims and sends at once.
     batch_size: int = 50
     # Seconds before a retry: doubles after each failed attempt, from min up to max.

@@ -90,6 +90,8 @@ class Service:
 
         self.ari = AriClient.from_config(self.config.ari)
         self.stasis = StasisApp(self.ari, self.database, self.config)
+        if self.delivery is not None:
+            self.stasis.journal.on_enqueued = self.delivery.wake
         self._ari_task = asyncio.create_task(
             self.ari.run(self.stasis.handle_event, on_connect=self.stasis.reconcile),
             name="ari-websocket",

@@ -128,6 +128,8 @@ class Journal:
         # Background retries of writes that failed while the database was unreachable, each with
         # what to log if it never succeeds.
         self._deferred: dict[asyncio.Task[None], Callable[[str], None]] = {}
+        # Called after a write that added outbox rows has committed (the delivery worker's wake).
+        self.on_enqueued: Callable[[], None] = lambda: None
 
     async def open(self, start: CallStart) -> tuple[int, Route]:
         """Resolve the call's route and insert its row; return the row id and the route."""
@@ -362,8 +364,14 @@ class Journal:
     def _writing(self, session_id: int | None, event: str, webhooks: list[Any]) -> AbstractAsyncContextManager[_Write]:
         """Open a write that runs on the driver, or in a transaction when it has outbox rows."""
         if may_enqueue(event, session_id, webhooks):
-            return self._connection.session_write()
+            return self._enqueuing_write()
         return self._connection.direct_write()
+
+    @asynccontextmanager
+    async def _enqueuing_write(self) -> AsyncIterator[_Write]:
+        async with self._connection.session_write() as write:
+            yield write
+        self.on_enqueued()
 
     async def _company_webhooks(self, company_id: int | None) -> list[Any]:
         if company_id is None:

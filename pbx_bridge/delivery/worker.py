@@ -50,16 +50,21 @@ class DeliveryWorker:
         self.config = config
         self._http = http
         self._owns_http = http is None
-        self._stopping = asyncio.Event()
+        self._stopping = False
+        # Set by wake() and stop(): either ends the wait between polls.
+        self._wake = asyncio.Event()
+        # Seconds until the earliest retry the last batch scheduled, if any.
+        self._retry_in: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._stopping.clear()
+        self._stopping = False
         self._task = asyncio.create_task(self.run(), name="delivery-worker")
 
     async def stop(self) -> None:
         """Stop after the batch in flight, or cancel it when it outlasts the request timeout."""
-        self._stopping.set()
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
             grace = self.config.delivery.request_timeout + 5
             try:
@@ -73,10 +78,15 @@ class DeliveryWorker:
             await self._http.close()
             self._http = None
 
+    def wake(self) -> None:
+        """Poll now rather than at the next poll interval: this process has just written rows."""
+        self._wake.set()
+
     async def run(self) -> None:
         """Send due rows until stop() is called."""
         log.info("delivery worker started")
-        while not self._stopping.is_set():
+        while not self._stopping:
+            self._wake.clear()
             try:
                 handled = await self.run_once()
             except (SQLAlchemyError, OSError) as error:
@@ -88,17 +98,24 @@ class DeliveryWorker:
                 )  # fmt: skip
                 handled = 0
             if handled < self.config.delivery.batch_size:
-                try:
-                    await asyncio.wait_for(
-                        self._stopping.wait(), self.config.delivery.poll_interval
-                    )
-                except asyncio.TimeoutError:
-                    pass
+                await self._wait_for_work()
         log.info("delivery worker stopped")
+
+    async def _wait_for_work(self) -> None:
+        # Until this process writes rows (wake), a retry falls due, or the poll interval ends,
+        # which finds rows other processes wrote.
+        timeout = self.config.delivery.poll_interval
+        if self._retry_in is not None:
+            timeout = min(timeout, self._retry_in)
+        try:
+            await asyncio.wait_for(self._wake.wait(), max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            pass
 
     async def run_once(self) -> int:
         """Claim up to one batch of due rows, send them and record the attempts; return the count."""
         now = utcnow()
+        self._retry_in = None
         async with self.database.transaction() as session:
             query = (
                 select(Delivery)
@@ -186,6 +203,8 @@ class DeliveryWorker:
         )
         # The last attempt happens at the give-up time rather than after it.
         row.next_attempt_at = min(now + timedelta(seconds=delay), give_up_at)
+        retry_in = (row.next_attempt_at - now).total_seconds()
+        self._retry_in = retry_in if self._retry_in is None else min(self._retry_in, retry_in)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None:

@@ -247,6 +247,49 @@ async def test_service_runs_worker_until_stopped(database, webhook_receiver):
     assert sorted(webhook_receiver.delivery_ids()) == [row.id for row in await _rows(database)]
 
 
+async def test_retry_runs_before_poll_interval(database, webhook_receiver):
+    company_id = await add_company(database, webhook_receiver.url)
+    await end_calls(database, company_id, 1)
+    webhook_receiver.failure_status = 503
+    worker = DeliveryWorker(
+        database, delivery_config(poll_interval=60.0, retry_min_delay=0.2, retry_max_delay=0.2)
+    )
+
+    worker.start()
+    for _ in range(100):
+        rows = await _rows(database)
+        if rows[0].attempts >= 1:
+            break
+        await asyncio.sleep(0.02)
+    webhook_receiver.failure_status = None
+    for _ in range(150):
+        rows = await _rows(database)
+        if rows[0].state == "delivered":
+            break
+        await asyncio.sleep(0.02)
+    await worker.stop()
+
+    assert rows[0].state == "delivered"
+    assert rows[0].attempts == 2
+
+
+async def test_wake_polls_before_poll_interval(database, webhook_receiver):
+    worker = DeliveryWorker(database, delivery_config(poll_interval=60.0))
+    worker.start()
+    await asyncio.sleep(0.1)
+    company_id = await add_company(database, webhook_receiver.url)
+    await end_calls(database, company_id, 1)
+
+    worker.wake()
+    for _ in range(150):
+        if webhook_receiver.accepted:
+            break
+        await asyncio.sleep(0.02)
+    await worker.stop()
+
+    assert [row.state for row in await _rows(database)] == ["delivered"]
+
+
 async def test_service_without_delivery_sends_nothing(database, webhook_receiver):
     from pbx_bridge.config import DatabaseConfig
     from pbx_bridge.service import Service
