@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import phonenumbers
@@ -26,6 +27,8 @@ class CallerId:
     e164: str | None
 
 
+# Calls repeat the same dialed numbers and, often, callers: the cache spares parsing them again.
+@functools.lru_cache(maxsize=4096)
 def to_e164(text: str, region: str = "RU") -> str:
     """Parse a number written in a common human form and return it in E.164.
 

@@ -145,8 +145,9 @@ class StasisApp:
                 await self._guard(flow, flow.recording_timed_out())
                 return
             try:
-                event = await asyncio.wait_for(queue.get(), remaining)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout_at(deadline):
+                    event = await queue.get()
+            except TimeoutError:
                 continue
             await self._guard(flow, flow.handle(event))
 
