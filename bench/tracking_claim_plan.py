@@ -47,12 +47,13 @@ class _FirstStatement:
 
     def __init__(self, connection) -> None:
         self.connection = connection
+        self.dialect = connection.dialect
         self.rows: list = []
         self.seconds = 0.0
 
-    async def execute(self, statement):
+    async def execute(self, statement, parameters=None):
         begin = time.perf_counter()
-        self.rows = (await self.connection.execute(statement)).all()
+        self.rows = (await self.connection.execute(statement, parameters)).all()
         self.seconds = time.perf_counter() - begin
         raise _Stop
 

@@ -60,7 +60,67 @@ async def claim_free_numbers(
     Returns fewer numbers than sessions when the pool runs out; the sessions left out are the
     last ones of `session_ids`.
     """
+    if connection.dialect.name == "postgresql":
+        return await _claim_free_postgres(connection, pool, session_ids, now)
     return await _claim(connection, pool, session_ids, now, _NUMBER.held_until < now, reused=False)
+
+
+async def _claim_free_postgres(
+    connection: AsyncConnection, pool: PoolSettings, session_ids: list[int], now: datetime
+) -> list[LeasedNumber]:
+    rows = await connection.execute(
+        _CLAIM_FREE_POSTGRES,
+        {
+            "pool_id": pool.pool_id,
+            "state": models.NumberState.ACTIVE.value,
+            "now": now,
+            "count": len(session_ids),
+            "session_ids": session_ids,
+            "held_until": live_hold_until(pool, now),
+        },
+    )
+    numbers = {row.session_id: LeasedNumber(row.id, row.number, row.session_id) for row in rows}
+    return [numbers[session_id] for session_id in session_ids if session_id in numbers]
+
+
+# The claim of _claim in one statement: the SELECT ... FOR UPDATE SKIP LOCKED, the UPDATE and
+# the INSERT of the leases cost one round trip instead of four. One pass is enough here because
+# FOR UPDATE re-evaluates the WHERE clause on the newest version of a row that a concurrent
+# transaction changed (PostgreSQL manual, "Read Committed Isolation Level"), so every candidate
+# is free and stays locked until this transaction ends.
+# unnest pairs the candidates, in claim order, with the sessions in their given order, and pads
+# the shorter array with NULLs, which match no number.
+_CLAIM_FREE_POSTGRES = text(
+    """
+    WITH claimed AS (
+        UPDATE tracking_numbers AS number
+        SET held_until = :held_until, held_by_session_id = pair.session_id
+        FROM unnest(
+            ARRAY(
+                SELECT id FROM tracking_numbers
+                WHERE pool_id = :pool_id AND state = :state AND held_until < :now
+                ORDER BY held_until, id
+                LIMIT :count
+                FOR UPDATE SKIP LOCKED
+            ),
+            :session_ids
+        ) AS pair (number_id, session_id)
+        WHERE number.id = pair.number_id AND pair.session_id IS NOT NULL
+        RETURNING number.id, number.number, pair.session_id
+    ), leased AS (
+        INSERT INTO number_leases (number_id, session_id, leased_at, last_seen_at, reused)
+        SELECT id, session_id, :now, :now, false FROM claimed
+    )
+    SELECT id, number, session_id FROM claimed
+    """
+).bindparams(
+    bindparam("pool_id", type_=Integer),
+    bindparam("state", type_=String),
+    bindparam("now", type_=UTCDateTime()),
+    bindparam("count", type_=Integer),
+    bindparam("session_ids", type_=ARRAY(Integer)),
+    bindparam("held_until", type_=UTCDateTime()),
+)
 
 
 async def claim_reused_numbers(

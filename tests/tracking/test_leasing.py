@@ -168,17 +168,18 @@ class _PlanRecorder:
 
     def __init__(self, connection, prefix: str) -> None:
         self.connection = connection
+        self.dialect = connection.dialect
         self.prefix = prefix
         self.plan: list[str] = []
 
     def _explain(self, connection, cursor, statement, parameters, context, executemany):
         return self.prefix + statement, parameters
 
-    async def execute(self, statement):
+    async def execute(self, statement, parameters=None):
         target = self.connection.sync_connection
         event.listen(target, "before_cursor_execute", self._explain, retval=True)
         try:
-            rows = (await self.connection.execute(statement)).all()
+            rows = (await self.connection.execute(statement, parameters)).all()
         finally:
             event.remove(target, "before_cursor_execute", self._explain)
         self.plan = [" ".join(str(value) for value in row) for row in rows]
