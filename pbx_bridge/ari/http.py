@@ -65,6 +65,7 @@ class HttpPool:
         # Idle connections, the most recently used on the right.
         self._idle: collections.deque[_Connection] = collections.deque()
         self._open: set[_Connection] = set()
+        self._closed = False
 
     async def request(self, method: str, target: str, body: bytes | None = None) -> Response:
         """Send `method target` (target: path and query, already percent-encoded) and return the response.
@@ -97,7 +98,8 @@ class HttpPool:
                 raise HttpError("server closed the connection") from None
 
     async def close(self) -> None:
-        """Close every connection; requests in progress fail with HttpError."""
+        """Close every connection; requests in progress and later requests fail with HttpError."""
+        self._closed = True
         for connection in list(self._open):
             connection.abort()
         self._idle.clear()
@@ -112,6 +114,9 @@ class HttpPool:
         return None
 
     async def _connect(self) -> _Connection:
+        # Also stops the retry of a request whose reused connection close() just closed.
+        if self._closed:
+            raise HttpError("connection pool is closed")
         loop = asyncio.get_running_loop()
         try:
             _, connection = await loop.create_connection(
@@ -223,19 +228,23 @@ def _parse(buffer: bytearray, *, at_eof: bool) -> tuple[Response, bool] | None:
     Returns None while the response is incomplete. Responses of ARI are small, so an incomplete
     one is parsed again from the start when more bytes arrive.
     """
-    head_end = buffer.find(b"\r\n\r\n")
-    if head_end < 0:
-        if len(buffer) > MAX_HEAD_BYTES:
+    # A loop rather than recursion, so that any number of interim responses fits on the stack.
+    while True:
+        head_end = buffer.find(b"\r\n\r\n")
+        # Until the empty line that ends the head arrives, the buffer contains only head bytes.
+        if (len(buffer) if head_end < 0 else head_end + 4) > MAX_HEAD_BYTES:
             raise HttpError("response header too long")
-        if at_eof:
-            raise HttpError("server closed the connection mid-response")
-        return None
+        if head_end < 0:
+            if at_eof:
+                raise HttpError("server closed the connection mid-response")
+            return None
 
-    status, reason, headers = _parse_head(bytes(buffer[:head_end]))
-    if 100 <= status < 200:
+        status, reason, headers = _parse_head(bytes(buffer[:head_end]))
+        if not 100 <= status < 200:
+            break
         # An interim response (we never send Expect, but a server may send 100 anyway).
         del buffer[: head_end + 4]
-        return _parse(buffer, at_eof=at_eof) if buffer else None
+
     keep_alive = headers.get("connection", "").lower() != "close"
     body_start = head_end + 4
 
@@ -244,15 +253,19 @@ def _parse(buffer: bytearray, *, at_eof: bool) -> tuple[Response, bool] | None:
     elif "chunked" in headers.get("transfer-encoding", "").lower():
         chunked = _parse_chunked(buffer, body_start)
         if chunked is None:
+            # Counts chunk size lines and trailers too, which _parse_chunked does not bound.
+            if len(buffer) - body_start > MAX_BODY_BYTES:
+                raise HttpError("response body too long")
             if at_eof:
                 raise HttpError("server closed the connection mid-response")
             return None
         body, end = chunked
     elif "content-length" in headers:
-        try:
-            length = int(headers["content-length"])
-        except ValueError:
-            raise HttpError("malformed Content-Length in response") from None
+        length_text = headers["content-length"]
+        # Digits only, because int() would also take a sign and "_".
+        if not (length_text.isascii() and length_text.isdigit()):
+            raise HttpError("malformed Content-Length in response")
+        length = int(length_text)
         if not 0 <= length <= MAX_BODY_BYTES:
             raise HttpError("Content-Length out of range in response")
         end = body_start + length
@@ -297,6 +310,9 @@ def _parse_chunked(buffer: bytearray, start: int) -> tuple[bytes, int] | None:
         if line_end < 0:
             return None
         size_text = bytes(buffer[position:line_end]).split(b";", 1)[0].strip()
+        # int() would also take a sign, and a negative size would move `position` backwards.
+        if not size_text.isalnum():
+            raise HttpError("malformed chunk size in response")
         try:
             size = int(size_text, 16)
         except ValueError:
