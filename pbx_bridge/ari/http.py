@@ -239,13 +239,13 @@ def _parse(buffer: bytearray, *, at_eof: bool) -> tuple[Response, bool] | None:
                 raise HttpError("server closed the connection mid-response")
             return None
 
-        status, reason, headers = _parse_head(bytes(buffer[:head_end]))
+        version, status, reason, headers = _parse_head(bytes(buffer[:head_end]))
         if not 100 <= status < 200:
             break
         # An interim response (we never send Expect, but a server may send 100 anyway).
         del buffer[: head_end + 4]
 
-    keep_alive = headers.get("connection", "").lower() != "close"
+    keep_alive = _keeps_alive(version, headers.get("connection", ""))
     body_start = head_end + 4
 
     if status in (204, 304):
@@ -286,7 +286,19 @@ def _parse(buffer: bytearray, *, at_eof: bool) -> tuple[Response, bool] | None:
     return Response(status, reason, body), keep_alive
 
 
-def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
+def _keeps_alive(version: str, connection: str) -> bool:
+    """Return whether the server keeps the connection open after this response.
+
+    HTTP/1.1 keeps it unless Connection lists "close"; HTTP/1.0 closes it unless it lists
+    "keep-alive".
+    """
+    options = {option.strip().lower() for option in connection.split(",")}
+    if version == "HTTP/1.0":
+        return "keep-alive" in options
+    return "close" not in options
+
+
+def _parse_head(head: bytes) -> tuple[str, int, str, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
@@ -297,7 +309,7 @@ def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
         name, colon, value = line.partition(":")
         if colon:
             headers[name.strip().lower()] = value.strip()
-    return int(code), reason.strip(), headers
+    return version, int(code), reason.strip(), headers
 
 
 def _parse_chunked(buffer: bytearray, start: int) -> tuple[bytes, int] | None:

@@ -374,12 +374,21 @@ async def test_keep_alive_reuses_connection(serve: Serve) -> None:
     assert server.accepted == 1
 
 
-@pytest.mark.parametrize("header", ["Connection: close\r\n", "connection: CLOSE\r\n"])
-async def test_connection_close_opens_new_connection(serve: Serve, header: str) -> None:
-    # The server leaves the connection open, so only the header keeps the client off it.
+@pytest.mark.parametrize(
+    "first_response",
+    [
+        build_response(b"first", headers="Connection: close\r\n"),
+        build_response(b"first", headers="connection: CLOSE\r\n"),
+        build_response(b"first", headers="Connection: keep-alive, close\r\n"),
+        build_response(b"first").replace(b"HTTP/1.1", b"HTTP/1.0", 1),
+    ],
+    ids=["close", "close_any_case", "close_in_list", "http_1_0"],
+)
+async def test_connection_close_opens_new_connection(serve: Serve, first_response: bytes) -> None:
+    # The server leaves the connection open, so only the response keeps the client off it.
     async def handler(peer: Peer) -> None:
         if peer.number == 1:
-            await peer.respond(build_response(b"first", headers=header), build_response(b"stale"))
+            await peer.respond(first_response, build_response(b"stale"))
             await peer.hold()
         else:
             await peer.echo()
@@ -391,6 +400,21 @@ async def test_connection_close_opens_new_connection(serve: Serve, header: str) 
 
     assert second.body == b"/second"
     assert server.accepted == 2
+
+
+async def test_http_1_0_keep_alive_reuses_connection(serve: Serve) -> None:
+    async def handler(peer: Peer) -> None:
+        response = build_response(b"first", headers="Connection: Keep-Alive\r\n")
+        await peer.respond(response.replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+        await peer.echo()
+
+    server, pool = await serve(handler)
+
+    await pool.request("GET", "/first")
+    second = await pool.request("GET", "/second")
+
+    assert second.body == b"/second"
+    assert server.accepted == 1
 
 
 @pytest.mark.parametrize("same_write", [True, False], ids=["same_write", "separate_writes"])
