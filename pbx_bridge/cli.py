@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -103,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except EOFError:
         print("pbx-bridge: input ended before the command had what it needed", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader of the output went away (`pbx-bridge config show | head`). Pointing stdout
+        # at devnull keeps Python's flush at exit from failing on the same pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (OSError, SQLAlchemyError) as error:
         # Commands that reach the database end here when it is down: one line, not a traceback.

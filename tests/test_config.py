@@ -190,3 +190,25 @@ def test_cli_database_down_one_line(tmp_path, capsys, command):
     assert err.startswith("pbx-bridge: database postgresql+asyncpg://nobody:********@127.0.0.1:1/none failed:")
     assert err.count("\n") == 1
     assert "db-secret" not in err
+
+
+def test_config_show_into_closed_pipe_is_quiet(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = write(tmp_path, '[ari]\nusername = "ct"\n')
+    read_end, write_end = os.pipe()
+    # The reader is gone before the command writes, as with `config show | head -0`.
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pbx_bridge", "--config", str(path), "config", "show"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+    finally:
+        os.close(write_end)
+
+    assert result.returncode == 1
+    assert "database" not in result.stderr
+    assert "Traceback" not in result.stderr
