@@ -15,6 +15,7 @@ from pbx_bridge.admin.auth import hash_password
 from pbx_bridge.admin.users import MIN_PASSWORD_LENGTH
 from pbx_bridge.config import Config
 from pbx_bridge.storage import Database
+from pbx_bridge.storage.migrations import schema_problem
 
 EXIT_FAILED = 1
 
@@ -45,6 +46,10 @@ def _read_password() -> str:
 async def _add_user(config: Config, args: argparse.Namespace, password: str) -> int:
     database = Database(config.database.url)
     try:
+        problem = await schema_problem(database.url, database.display_url)
+        if problem is not None:
+            print(f"pbx-bridge: {problem}", file=sys.stderr)
+            return EXIT_FAILED
         async with database.transaction() as session:
             company_id = None
             if args.role == Role.VIEWER.value:

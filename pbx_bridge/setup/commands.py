@@ -11,7 +11,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -21,7 +20,7 @@ from pbx_bridge.setup.loader import KINDS, LoadReport, apply_setup
 from pbx_bridge.setup.positions import Positions, scan_positions
 from pbx_bridge.setup.schema import Problem, SetupError, SetupSpec, parse_setup
 from pbx_bridge.storage import Database
-from pbx_bridge.storage.migrations import head_revisions
+from pbx_bridge.storage.migrations import schema_problem
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -145,17 +144,9 @@ async def _load(config: Config, spec: SetupSpec, *, dry_run: bool) -> LoadReport
 
 async def _check_schema(database: Database) -> None:
     """Raise CommandError unless the database has every Alembic head this code expects."""
-    async with database.engine.connect() as connection:
-        current = await connection.run_sync(
-            lambda sync: set(MigrationContext.configure(sync).get_current_heads())
-        )
-    heads = head_revisions(database.url)
-    if current != set(heads):
-        raise CommandError(
-            f"the database at {database.display_url} is at revision "
-            f"{', '.join(sorted(current)) or 'none'}, expected {', '.join(heads)}. "
-            "Run: pbx-bridge db upgrade"
-        )
+    problem = await schema_problem(database.url, database.display_url)
+    if problem is not None:
+        raise CommandError(problem)
 
 
 async def _list_numbers(config: Config, *, company: str | None, state: str | None) -> list[dict[str, Any]]:

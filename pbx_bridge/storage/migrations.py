@@ -42,3 +42,15 @@ async def current_revisions(url: str) -> tuple[str, ...]:
 
 def head_revisions(url: str) -> tuple[str, ...]:
     return tuple(sorted(ScriptDirectory.from_config(alembic_config(url)).get_heads()))
+
+
+async def schema_problem(database_url: str, display_url: str) -> str | None:
+    """Describe why the database is not at the revision this code expects, or return None."""
+    current = set(await current_revisions(database_url))
+    heads = head_revisions(database_url)
+    if current == set(heads):
+        return None
+    return (
+        f"the database at {display_url} is at revision {', '.join(sorted(current)) or 'none'}, "
+        f"expected {', '.join(heads)}. Run: pbx-bridge db upgrade"
+    )

@@ -36,3 +36,17 @@ def test_user_add_rejects_short_password(database_url: str, monkeypatch: pytest.
     monkeypatch.setenv("PBX_BRIDGE_DATABASE_URL", database_url)
     monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
     assert main(["user", "add", "root@example.ru"]) == 1
+
+
+def test_user_add_needs_migrated_database(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("PBX_BRIDGE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long password\n"))
+
+    status = main(["user", "add", "root@example.ru"])
+
+    assert status == 1
+    error = capsys.readouterr().err
+    assert "is at revision none" in error
+    assert "Run: pbx-bridge db upgrade" in error
