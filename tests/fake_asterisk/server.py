@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import fnmatch
 import json
 import logging
 import time
@@ -68,6 +69,7 @@ class FakeAsterisk:
         stasis_entry_delay: float = 0.01,
         default_line: LineBehaviour = NoAnswer(),
         inbound_contexts: tuple[str, ...] = ("calltracking-inbound", "from-trunk"),
+        session_keep_alive: float = 15.0,
     ) -> None:
         self.app = app
         self.username = username
@@ -88,6 +90,13 @@ class FakeAsterisk:
         self._recording_failure: tuple[int, str] | None = None
         self._recording_failures_left: int | None = None
         self._runner: web.AppRunner | None = None
+        # Seconds an idle keep-alive connection stays open (http.conf session_keep_alive).
+        self._session_keep_alive = session_keep_alive
+        self._close_after_response = False
+        # Pairs of a "METHOD /path" pattern and its delay in seconds (None: never), from
+        # delay_responses.
+        self._response_delays: list[tuple[str, float | None]] = []
+        self._held_requests: set[asyncio.Task[Any]] = set()
         self.url = ""
 
     # Server life cycle
@@ -97,7 +106,8 @@ class FakeAsterisk:
         application = web.Application(middlewares=[self._ari_middleware])
         application.add_routes([web.get("/ari/events", self._events_websocket)])
         application.add_routes(RestApi(self).routes())
-        self._runner = web.AppRunner(application, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(application, handle_signals=False, access_log=None,
+                                     keepalive_timeout=self._session_keep_alive)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -111,6 +121,8 @@ class FakeAsterisk:
             channel.cancel_timers()
         for session in list(self._sessions.values()):
             await session.socket.close()
+        for task in list(self._held_requests):
+            task.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -169,6 +181,22 @@ class FakeAsterisk:
             if self._recording_failures_left <= 0:
                 self._recording_failure = None
         return failure
+
+    def close_connections_after_responses(self, enabled: bool = True) -> None:
+        """Send `Connection: close` with every REST response and close the connection after it.
+
+        An HTTP server that ends the session after a response sends this header with it.
+        """
+        self._close_after_response = enabled
+
+    def delay_responses(self, pattern: str, seconds: float | None) -> None:
+        """Hold REST requests that match `pattern` for `seconds` before handling them.
+
+        `pattern` is a shell-style pattern of "METHOD /path" without /ari, such as
+        "POST /channels/*/answer". `seconds=None` never handles the request, as an Asterisk
+        whose HTTP thread is stuck on a locked channel; the connection stays open.
+        """
+        self._response_delays.append((pattern, seconds))
 
     async def drop_websockets(self, refuse_for: float = 0.0) -> None:
         """Cut every events websocket without a close frame, as a network failure does.
@@ -332,6 +360,7 @@ class FakeAsterisk:
         if request.path == "/ari/events":
             return await handler(request)
 
+        await self._delay(request)
         with self.pbx.deferring() as pending:
             try:
                 response = await handler(request)
@@ -341,12 +370,30 @@ class FakeAsterisk:
                 response = error(405, "Invalid method")
                 response.headers["Allow"] = ", ".join(sorted(refused.allowed_methods))
         self._record(request, params, response)
+        if self._close_after_response:
+            response.force_close()
         # The response goes out before the events the request caused, as on a real Asterisk.
         await response.prepare(request)
         await response.write_eof()
         for action in pending:
             action()
         return response
+
+    async def _delay(self, request: web.Request) -> None:
+        operation = f"{request.method} {request.path[len('/ari'):]}"
+        for pattern, seconds in self._response_delays:
+            if fnmatch.fnmatchcase(operation, pattern):
+                if seconds is None:
+                    # Held until the client gives up or stop() cancels it.
+                    task = asyncio.current_task()
+                    assert task is not None
+                    self._held_requests.add(task)
+                    try:
+                        await asyncio.Event().wait()
+                    finally:
+                        self._held_requests.discard(task)
+                await asyncio.sleep(seconds)
+                return
 
     def _record(self, request: web.Request, params: dict[str, Any],
                 response: web.StreamResponse) -> web.StreamResponse:
