@@ -365,6 +365,14 @@ class CallFlow:
             # One side hung up meanwhile; its StasisEnd is queued behind this event and ends the call.
             log.info("call %s: a leg left before it could be bridged", self.channel_id)
             return
+        except AriError as error:
+            # The two sides are not connected and would wait in silence. Hang up the company leg
+            # and send the caller to the fallback, which dials the company line again.
+            self.phase = Phase.RINGING
+            self.state.answered_at = None
+            self.state.answered_leg = None
+            await self.fall_back(f"cannot connect the caller to {leg.destination.endpoint}: {error}")
+            return
         recording = await self._start_recording()
         await self.journal.answered(
             self.call_id, at=at, endpoint=leg.destination.endpoint,

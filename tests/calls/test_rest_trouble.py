@@ -1,0 +1,148 @@
+"""Calls through `pbx-bridge serve` while Asterisk's HTTP server misbehaves: slow or missing REST
+responses, connections it closes, more calls at once than REST connections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.calls.conftest import (
+    ARI_PASSWORD,
+    ARI_USER,
+    OFFICE,
+    TRACKED_DIALED,
+    ServeProcess,
+    journal_row,
+    start_serve,
+    write_config,
+)
+from tests.fake_asterisk import Answer, FakeAsterisk
+
+# Seconds `serve` waits for one REST response in these tests (ari.request_timeout).
+REQUEST_TIMEOUT = 1.0
+
+
+@pytest.fixture
+async def serve_short_timeout(database_url, company, fake_asterisk, tmp_path) -> AsyncIterator[ServeProcess]:
+    config = write_config(
+        tmp_path / "pbx-bridge.toml", database_url, fake_asterisk.url,
+        ari={"request_timeout": REQUEST_TIMEOUT},
+    )
+    process = await start_serve(config, fake_asterisk, tmp_path)
+    yield process
+    await process.stop()
+
+
+async def test_answer_without_response_falls_back(serve_short_timeout, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/answer", None)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert call.fell_back is not None
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert call.fell_back["variables"]["CT_DESTINATION"] == OFFICE
+    assert row.outcome == "failed"
+    assert row.hangup_side == "system"
+    assert row.answered_at is None
+    assert row.answered_by is None
+    assert "timed out" in row.error
+    assert "fallback" in row.tags
+    # The company leg that answered is hung up: the fallback context dials the line again.
+    assert fake_asterisk.live_channels() == [call.channel_id]
+    assert ARI_PASSWORD not in serve_short_timeout.log
+
+
+async def test_add_channel_without_response_falls_back(serve_short_timeout, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    fake_asterisk.delay_responses("POST /bridges/*/addChannel", None)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert call.fell_back is not None
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert row.outcome == "failed"
+    assert "timed out" in row.error
+    assert fake_asterisk.live_channels() == [call.channel_id]
+
+
+async def test_slow_responses_within_timeout_call_answered(serve_short_timeout, fake_asterisk, database):
+    fake_asterisk.delay_responses("* *", REQUEST_TIMEOUT * 0.6)
+    # The company line talks long enough for the slow answer, addChannel and record requests.
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=3.0))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id, timeout=20)
+
+    assert call.fell_back is None
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert row.error is None
+    assert row.recording.state == "done"
+
+
+async def test_connection_close_after_each_response(serve, fake_asterisk, database):
+    fake_asterisk.close_connections_after_responses()
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
+
+    for caller in ("+79160000001", "+79160000002"):
+        call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number=caller)
+        row = await journal_row(database, call.channel_id)
+
+        assert row.outcome == "answered"
+        assert row.error is None
+        assert row.recording.state == "done"
+
+
+@pytest.fixture
+async def quick_idle_asterisk() -> AsyncIterator[FakeAsterisk]:
+    """An Asterisk whose http.conf sets session_keep_alive to 0.3 s."""
+    fake = FakeAsterisk(app="calltracking", username=ARI_USER, password=ARI_PASSWORD,
+                        session_keep_alive=0.3)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+async def test_idle_connections_closed_by_asterisk(database_url, company, quick_idle_asterisk, database, tmp_path):
+    fake = quick_idle_asterisk
+    config = write_config(tmp_path / "pbx-bridge.toml", database_url, fake.url)
+    process = await start_serve(config, fake, tmp_path)
+    fake.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
+    try:
+        rows = []
+        for caller in ("+79160000001", "+79160000002", "+79160000003"):
+            call = await fake.incoming_call(TRACKED_DIALED, caller_number=caller)
+            rows.append(await journal_row(database, call.channel_id))
+            # Longer than session_keep_alive: Asterisk has closed every pooled connection.
+            await asyncio.sleep(0.6)
+    finally:
+        await process.stop()
+
+    assert [row.outcome for row in rows] == ["answered"] * 3
+    assert [row.error for row in rows] == [None] * 3
+    problems = [line for line in process.log.splitlines() if " WARNING " in line or " ERROR " in line]
+    assert problems == []
+
+
+async def test_more_calls_than_connections(serve, fake_asterisk, database):
+    # Every request keeps its connection busy for 50 ms, so 100 calls need more than 64 at once.
+    fake_asterisk.delay_responses("* *", 0.05)
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.2, hangup_after=0.5))
+    calls = await asyncio.gather(
+        *(
+            fake_asterisk.incoming_call(TRACKED_DIALED, caller_number=f"+7916{index:07d}")
+            for index in range(100)
+        )
+    )
+
+    rows = [await journal_row(database, call.channel_id, timeout=60) for call in calls]
+
+    assert {row.outcome for row in rows} == {"answered"}
+    assert {row.error for row in rows} == {None}
+    assert all(row.recording.state == "done" for row in rows)
+    assert fake_asterisk.live_channels() == []
