@@ -146,3 +146,42 @@ async def test_more_calls_than_connections(serve, fake_asterisk, database):
     assert {row.error for row in rows} == {None}
     assert all(row.recording.state == "done" for row in rows)
     assert fake_asterisk.live_channels() == []
+
+
+async def test_http_restart_while_ringing(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=1.0, hangup_after=0.3))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_ringing(OFFICE), timeout=5)
+    await fake_asterisk.restart_http(down_for=0.5)
+
+    row = await journal_row(database, call.channel_id, timeout=15)
+    next_call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79160000002")
+    next_row = await journal_row(database, next_call.channel_id, timeout=15)
+
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert next_row.outcome == "answered"
+    assert next_row.error is None
+
+
+async def test_http_restart_at_call_start(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.3))
+    # The call's bridge request waits long enough to be cut by the restart.
+    fake_asterisk.delay_responses("POST /bridges", 0.5)
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await asyncio.sleep(0.2)
+    await fake_asterisk.restart_http(down_for=0.5)
+    await fake_asterisk.wait_for(lambda: not fake_asterisk.channel_exists(call.channel_id), timeout=10)
+    # The final write follows the last hangup.
+    await asyncio.sleep(0.5)
+
+    row = await journal_row(database, call.channel_id)
+
+    # The refused requests end the first attempt, and the caller, still in Stasis, is taken over
+    # once the websocket is back.
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert row.answered_by == OFFICE
+    assert row.recording.state == "done"
+    assert "taken-over" in row.tags
+    assert "connection refused" in row.error

@@ -90,6 +90,7 @@ class FakeAsterisk:
         self._recording_failure: tuple[int, str] | None = None
         self._recording_failures_left: int | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         # Seconds an idle keep-alive connection stays open (http.conf session_keep_alive).
         self._session_keep_alive = session_keep_alive
         self._close_after_response = False
@@ -112,6 +113,7 @@ class FakeAsterisk:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._site = site
         self.url = f"http://127.0.0.1:{port}"
         self.started_at = time.time()
         logger.info("fake Asterisk listening on %s", self.url)
@@ -210,6 +212,24 @@ class FakeAsterisk:
             if transport is not None:
                 transport.abort()
         await self.wait_for(lambda: not self._sessions, timeout=5)
+
+    async def restart_http(self, down_for: float) -> None:
+        """Reset every HTTP connection, REST and websocket, and reject new connections for
+        `down_for` seconds, then listen on the same port again.
+
+        Channels stay in Stasis and no event is replayed. This is the HTTP side of a restart,
+        without the hangups that restarting all of Asterisk also causes.
+        """
+        assert self._runner is not None and self._runner.server is not None and self._site is not None
+        port = int(self.url.rsplit(":", 1)[1])
+        await self._site.stop()
+        for handler in list(self._runner.server.connections):
+            if handler.transport is not None:
+                handler.transport.abort()
+        await self.wait_for(lambda: not self._sessions, timeout=5)
+        await asyncio.sleep(down_for)
+        self._site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await self._site.start()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until `predicate()` is true; raise TimeoutError after `timeout` seconds."""
