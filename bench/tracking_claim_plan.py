@@ -4,7 +4,8 @@ Seeds a fresh database like bench/tracking_http.py, marks 10,000 numbers as held
 recently released, and runs VACUUM ANALYZE on PostgreSQL. It then prints the plan of the
 statement that picks the number in claim_free_numbers and claim_reused_numbers (EXPLAIN ANALYZE
 on PostgreSQL, EXPLAIN QUERY PLAN on SQLite), and the median and max time of 50 such statements,
-each rolled back.
+each rolled back. On PostgreSQL that statement of claim_free_numbers is the whole claim, which
+also marks the number held and inserts the lease.
 
 Usage: python bench/tracking_claim_plan.py [--backend sqlite|postgres|both]
 """
