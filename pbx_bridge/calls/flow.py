@@ -239,7 +239,6 @@ class CallFlow:
             self.state.tags.add("internal-error")
             return
         log.error("call %s: %s; sending the caller to dialplan context %s", self.channel_id, reason, self.config.calls.fallback_context)
-        self.state.tags.add("fallback")
         for leg in self.legs.values():
             await self._ignore_gone(self.ari.hangup(leg.channel_id))
 
@@ -253,8 +252,10 @@ class CallFlow:
                     extension=self.dialed_raw or None, priority=1,
                 )
                 self.caller_in_stasis = False
+                self.state.tags.add("fallback")
             except AriError as error:
                 log.error("call %s: fallback failed, hanging up: %s", self.channel_id, error)
+                self.state.tags.add("fallback-failed")
                 await self._ignore_gone(self.ari.hangup(self.channel_id))
         await self._finish(Outcome.FAILED, HangupSide.SYSTEM)
 

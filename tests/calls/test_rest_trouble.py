@@ -185,3 +185,18 @@ async def test_http_restart_at_call_start(serve, fake_asterisk, database):
     assert row.recording.state == "done"
     assert "taken-over" in row.tags
     assert "connection refused" in row.error
+
+
+async def test_failed_fallback_hangs_up_and_tags_row(serve_short_timeout, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/answer", None)
+    fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/continue", None)
+
+    row = await journal_row(database, call.channel_id, timeout=20)
+
+    assert call.fell_back is None
+    assert row.outcome == "failed"
+    assert "fallback-failed" in row.tags
+    assert "fallback" not in row.tags
+    assert fake_asterisk.live_channels() == []
