@@ -102,8 +102,8 @@ class DeliveryWorker:
         log.info("delivery worker stopped")
 
     async def _wait_for_work(self) -> None:
-        # Until this process writes rows (wake), a retry falls due, or the poll interval ends,
-        # which finds rows other processes wrote.
+        # Wait until this process writes rows (wake), a retry falls due, or the poll interval
+        # ends. Polls at that interval find the rows that other processes wrote.
         timeout = self.config.delivery.poll_interval
         if self._retry_in is not None:
             timeout = min(timeout, self._retry_in)
