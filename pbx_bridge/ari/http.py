@@ -5,7 +5,7 @@ request through aiohttp's ClientSession cost about 140 us of CPU on uvloop, and 
 (bench/ari_client.py). Per request, aiohttp builds a request object, header multidicts, a cookie
 jar pass, a timer and a response object, which a JSON API on a known server does not need.
 
-It speaks what Asterisk's HTTP server answers: a status line, headers, and a body sized by
+It reads the responses Asterisk's HTTP server sends: a status line, headers, and a body sized by
 Content-Length, by chunked encoding or by the end of the connection. It follows no redirects
 and keeps no cookies; there is no proxy and no compression. The websocket stays on aiohttp.
 """
@@ -186,7 +186,7 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
         if waiter is None or waiter.done():
-            # Bytes nobody asked for: the connection is out of step with the server.
+            # Bytes that no request is waiting for: the connection is out of step with the server.
             self.abort()
             return
         self._received_any = True
