@@ -84,7 +84,9 @@ class AriClient:
         self._display_url = str(server)
         credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {credentials}"}
-        assert server.host is not None and server.port is not None
+        # Checked above: an http or https URL with a host, for which yarl fills in the port.
+        assert server.host is not None
+        assert server.port is not None
         self._http = HttpPool(
             server.scheme,
             server.host,

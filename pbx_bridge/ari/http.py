@@ -38,9 +38,10 @@ class Response(NamedTuple):
 class HttpPool:
     """Keep-alive HTTP/1.1 connections to one server, at most `limit` at a time.
 
-    `authority` is the Host header's value, the URL's host and port as written. `headers` are sent with every request, such as Authorization. A request and its response
-    hold one connection; finished connections wait for the next request up to `keepalive`
-    seconds. `timeout` bounds each request, connecting included.
+    `authority` is the Host header's value, the URL's host and port as written. `headers` are
+    sent with every request, such as Authorization. A request and its response hold one
+    connection, and finished connections wait for the next request up to `keepalive` seconds.
+    `timeout` bounds each request, connecting included.
     """
 
     def __init__(
@@ -98,7 +99,7 @@ class HttpPool:
                 raise HttpError("server closed the connection") from None
 
     async def close(self) -> None:
-        """Close every connection; requests in progress and later requests fail with HttpError."""
+        """Close every connection. Requests in progress and later requests fail with HttpError."""
         self._closed = True
         for connection in list(self._open):
             connection.abort()
@@ -289,8 +290,8 @@ def _parse(buffer: bytearray, *, at_eof: bool) -> tuple[Response, bool] | None:
 def _keeps_alive(version: str, connection: str) -> bool:
     """Return whether the server keeps the connection open after this response.
 
-    HTTP/1.1 keeps it unless Connection lists "close"; HTTP/1.0 closes it unless it lists
-    "keep-alive".
+    HTTP/1.1 keeps it unless Connection lists "close". HTTP/1.0 closes it unless Connection
+    lists "keep-alive".
     """
     options = {option.strip().lower() for option in connection.split(",")}
     if version == "HTTP/1.0":

@@ -220,7 +220,9 @@ class FakeAsterisk:
         Channels stay in Stasis and no event is replayed. This is the HTTP side of a restart,
         without the hangups that restarting all of Asterisk also causes.
         """
-        assert self._runner is not None and self._runner.server is not None and self._site is not None
+        assert self._runner is not None
+        assert self._runner.server is not None
+        assert self._site is not None
         port = int(self.url.rsplit(":", 1)[1])
         await self._site.stop()
         for handler in list(self._runner.server.connections):
