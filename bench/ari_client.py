@@ -14,7 +14,8 @@ Each figure is measured for plain aiohttp with its defaults (a ClientSession, `r
 params=, json=)`, `read()`, json.loads) and for AriClient as configured, and the ratio is
 printed. Every measurement runs `--repeat` times and the median is printed with the range.
 
-    python bench/ari_client.py
+    python bench/ari_client.py                 # on uvloop, as serve runs
+    python bench/ari_client.py --loop asyncio
     python bench/ari_client.py --requests 9000 --events 5000 --repeat 7
 """
 
@@ -331,7 +332,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def _report(url: str, args: argparse.Namespace) -> None:
-    print(f"server {url}; {args.requests} requests and {args.events} events a run, {args.repeat} runs")
+    print(f"server {url}; {args.requests} requests and {args.events} events a run, {args.repeat} runs, {args.loop} loop")
     print("CPU microseconds of this process (user + system); median [min - max]\n")
     print(f"{'measure':34s} {'plain aiohttp':>22s} {'AriClient':>22s} {'ratio':>6s}")
 
@@ -381,12 +382,22 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=3000, help="websocket events a run (default 3000)")
     parser.add_argument("--event-rate", type=float, default=1000.0, help="events per second the server sends (default 1000)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each measurement (default 5)")
+    parser.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], default="uvloop",
+        help="event loop of the measuring process (default uvloop, which serve uses where installed)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
-    else:
-        asyncio.run(run(args))
+        return
+    loop_factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(run(args))
 
 
 if __name__ == "__main__":
