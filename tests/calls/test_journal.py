@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from models import Call, Delivery, Recording, RecordingState, Webhook
+from models import Call, Delivery, Recording, RecordingState, Webhook, utcnow
 from pbx_bridge.calls import journal as journal_module
 from pbx_bridge.calls.journal import CallEnd, CallStart, Journal, RecordingEnd, RecordingStart
 from pbx_bridge.config import CallsConfig
+from pbx_bridge.storage.direct import DirectConnection
 from tests.calls.conftest import OFFICE, TRACKED_DIALED
 
 AT = datetime(2026, 12, 5, 9, 30, tzinfo=timezone.utc)
@@ -49,6 +52,19 @@ def _end(outcome: str = "answered") -> CallEnd:
 async def _row(database, channel_id: str) -> Call:
     async with database.sessions() as session:
         return await session.scalar(select(Call).where(Call.channel_id == channel_id))
+
+
+async def _recording(database, call_id: int) -> Recording | None:
+    async with database.sessions() as session:
+        return await session.scalar(select(Recording).where(Recording.call_id == call_id))
+
+
+async def _answer(journal: Journal, call_id: int, name: str, error: str | None = None) -> None:
+    await journal.answered(
+        call_id, at=AT.replace(second=4), endpoint=OFFICE, outbound_channel_id="leg-1",
+        attempts=[{"endpoint": OFFICE, "status": "ANSWER"}],
+        recording=RecordingStart(f"calltracking/{name}", "wav", AT.replace(second=5), error=error),
+    )
 
 
 async def _drop_kept_connection(journal: Journal) -> None:
@@ -190,3 +206,127 @@ async def test_terminated_backend_retried_with_webhook(database, company, monkey
     async with database.sessions() as session:
         events = (await session.scalars(select(Delivery.event).where(Delivery.call_id == call_id))).all()
     assert events == ["call.ended"]
+
+
+@pytest.mark.parametrize("webhook_events", [[], ["call.answered", "call.ended"]], ids=["direct", "outbox"])
+async def test_answer_writes_row_and_recording(database, company, webhook_events):
+    if webhook_events:
+        async with database.transaction() as session:
+            session.add(Webhook(company_id=company, url="http://127.0.0.1:9/hook", secret="s", events=webhook_events))
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("answered"))
+        answering_at = utcnow()
+        await _answer(journal, call_id, "answered")
+    finally:
+        await journal.close()
+
+    row = await _row(database, "answered")
+    recording = await _recording(database, call_id)
+    assert row.outcome == "in-progress"
+    assert row.answered_at == AT.replace(second=4)
+    assert row.answered_by == OFFICE
+    assert row.outbound_channel_id == "leg-1"
+    assert row.attempts == [{"endpoint": OFFICE, "status": "ANSWER"}]
+    assert row.error is None
+    assert row.updated_at >= answering_at
+    assert recording.name == "calltracking/answered"
+    assert recording.format == "wav"
+    assert recording.state == "queued"
+    assert recording.started_at == AT.replace(second=5)
+    assert recording.duration_seconds is None
+    assert recording.error is None
+
+
+@pytest.mark.parametrize("webhook_events", [[], ["call.answered", "call.ended"]], ids=["direct", "outbox"])
+async def test_finish_writes_each_error_to_its_row(database, company, webhook_events):
+    if webhook_events:
+        async with database.transaction() as session:
+            session.add(Webhook(company_id=company, url="http://127.0.0.1:9/hook", secret="s", events=webhook_events))
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("errors"))
+        await _answer(journal, call_id, "errors")
+        end = dataclasses.replace(_end(), error="dial plan fallback", tags=("fallback",))
+        await journal.finish(call_id, end, RecordingEnd(RecordingState.FAILED, duration_seconds=3, error="disk full"))
+    finally:
+        await journal.close()
+
+    row = await _row(database, "errors")
+    recording = await _recording(database, call_id)
+    assert row.outcome == "answered"
+    assert row.ended_at == AT.replace(minute=32)
+    assert row.wait_seconds == 4.0
+    assert row.talk_seconds == 116.0
+    assert row.hangup_cause == 16
+    assert row.hangup_side == "caller"
+    assert row.error == "dial plan fallback"
+    assert row.tags == ["fallback"]
+    assert recording.state == "failed"
+    assert recording.duration_seconds == 3
+    assert recording.error == "disk full"
+    assert recording.started_at == AT.replace(second=5)
+
+
+async def test_call_error_leaves_recording_error_empty(database, company):
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("call-error"))
+        await _answer(journal, call_id, "call-error")
+        end = dataclasses.replace(_end(), error="dial plan fallback")
+        await journal.finish(call_id, end, RecordingEnd(RecordingState.DONE, duration_seconds=116))
+    finally:
+        await journal.close()
+
+    row = await _row(database, "call-error")
+    recording = await _recording(database, call_id)
+    assert row.error == "dial plan fallback"
+    assert recording.state == "done"
+    assert recording.duration_seconds == 116
+    assert recording.error is None
+
+
+async def test_failed_recording_insert_keeps_call_unanswered(database, company):
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("conflict"))
+        # A recording row already there makes the answer's INSERT fail on the unique call_id.
+        async with database.transaction() as session:
+            session.add(Recording(call_id=call_id, name="calltracking/other", format="wav", started_at=AT))
+        with pytest.raises(IntegrityError):
+            await _answer(journal, call_id, "conflict")
+    finally:
+        await journal.close()
+
+    row = await _row(database, "conflict")
+    recording = await _recording(database, call_id)
+    assert row.answered_by is None
+    assert row.answered_at is None
+    assert recording.name == "calltracking/other"
+
+
+async def test_recording_writes_statement_count(database, company, monkeypatch):
+    statements = []
+    execute = DirectConnection.execute
+
+    async def counted_execute(self, statement, params):
+        statements.append(statement)
+        return await execute(self, statement, params)
+
+    monkeypatch.setattr(DirectConnection, "execute", counted_execute)
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("counted"))
+        opened = len(statements)
+        await _answer(journal, call_id, "counted")
+        answered = len(statements)
+        await journal.finish(call_id, _end(), RecordingEnd(RecordingState.DONE, duration_seconds=116))
+        finished = len(statements)
+    finally:
+        await journal.close()
+
+    # PostgreSQL runs the call's and the recording's statement as one, SQLite as two.
+    per_write = 1 if database.engine.dialect.name == "postgresql" else 2
+    assert opened == 1
+    assert answered - opened == per_write
+    assert finished - answered == per_write
