@@ -11,18 +11,12 @@ call. They run on one connection the journal keeps open (`_JournalConnection`): 
 underneath it (storage/direct.py) when a write has no outbox rows, which is the common case, and
 through SQLAlchemy in one transaction when it has. The journal keeps its own copy of each row in
 progress for the outbox's snapshot.
-
-On the driver each statement costs a round trip, and on PostgreSQL it commits on its own. So
-there the call's UPDATE and the recording's INSERT or UPDATE run as one statement, the first in
-a WITH clause, built once per set of columns. SQLite runs no INSERT or UPDATE inside WITH and
-gets two statements in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 import logging
 import time
@@ -73,9 +67,6 @@ _INSERT_FIRST_CALL = (
 _UPDATE_CALL = update(_CALLS).where(_CALLS.c.id == bindparam("row_id"))
 _INSERT_RECORDING = insert(_RECORDINGS)
 _UPDATE_RECORDING = update(_RECORDINGS).where(_RECORDINGS.c.call_id == bindparam("row_call_id"))
-
-# A statement and its parameters.
-_Statement = tuple[UpdateBase, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -231,14 +222,14 @@ class Journal:
                 "started_at": recording.started_at,
             })
         async with self._writing(call.session_id, "call.answered", webhooks) as write:
-            values = {
+            await self._update_call(write, call, {
                 "answered_at": at,
                 "answered_by": endpoint,
                 "outbound_channel_id": outbound_channel_id,
                 "attempts": list(attempts),
-            }
-            insert_recording = None if recording is None else (_INSERT_RECORDING, self._recordings[call_id].values)
-            await self._update_call(write, call, values, insert_recording)
+            })
+            if recording is not None:
+                await write.execute(_INSERT_RECORDING, self._recordings[call_id].values)
             await write.enqueue(call, "call.answered", webhooks)
         if recording is not None:
             self._recordings[call_id].inserted = True
@@ -294,13 +285,26 @@ class Journal:
                 values["error"] = end.error[:2000]
             if end.tags:
                 values["tags"] = sorted({*call.tags, *end.tags})
+            await self._update_call(write, call, values)
 
             row = self._recordings.get(call_id)
-            finish_recording = None
             if recording is not None and row is not None and row.values["state"] != RecordingState.FAILED.value:
-                finish_recording = _finish_recording(row, recording)
-            await self._update_call(write, call, values, finish_recording)
+                await self._finish_recording(write, row, recording)
             await write.enqueue(call, "call.ended", webhooks)
+
+    async def _finish_recording(self, write: _Write, row: _RecordingRow, recording: RecordingEnd) -> None:
+        changes: dict[str, Any] = {
+            "state": recording.state.value,
+            "duration_seconds": recording.duration_seconds,
+        }
+        if recording.error:
+            changes["error"] = recording.error[:2000]
+        row.values.update(changes)
+        if row.inserted:
+            await write.execute(_UPDATE_RECORDING, {"row_call_id": row.values["call_id"], **changes})
+        else:
+            # The write of `answered` failed and took the INSERT with it: write the whole row now.
+            await write.execute(_INSERT_RECORDING, row.values)
 
     def write_later(self, start: CallStart, end: CallEnd) -> None:
         """Keep retrying the whole row of a call that ended while the database was unreachable."""
@@ -394,16 +398,10 @@ class Journal:
             self._rows[call_id] = call
         return call
 
-    async def _update_call(
-        self, write: _Write, call: Call, values: dict[str, Any], recording: _Statement | None = None
-    ) -> None:
-        """Write `values` to the row and to the journal's copy of it, with the recording's statement if any."""
+    async def _update_call(self, write: _Write, call: Call, values: dict[str, Any]) -> None:
+        """Write `values` to the row and to the journal's copy of it."""
         values["updated_at"] = utcnow()
-        update_call = (_UPDATE_CALL, {"row_id": call.id, **values})
-        if recording is None:
-            await write.execute(*update_call)
-        else:
-            await write.execute_pair(update_call, recording)
+        await write.execute(_UPDATE_CALL, {"row_id": call.id, **values})
         for name, value in values.items():
             setattr(call, name, value)
 
@@ -441,7 +439,7 @@ class _JournalConnection:
     async def direct_write(self) -> AsyncIterator[_Write]:
         """Yield a write on the driver. On PostgreSQL each of its statements commits on its own."""
         async with self._use() as (_, direct):
-            yield _DirectWrite(direct, dml_in_with=self.engine.dialect.name == "postgresql")
+            yield _DirectWrite(direct)
             await direct.commit()
 
     @asynccontextmanager
@@ -483,21 +481,9 @@ class _JournalConnection:
 class _Write:
     """One journal write: its statements, then the outbox rows of the event it reports."""
 
-    # Whether `execute_pair` runs its two statements as one. PostgreSQL runs an INSERT or UPDATE
-    # inside WITH, and SQLite does not.
-    dml_in_with = False
-
     async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         """Run an INSERT or UPDATE and return the rows of its RETURNING clause, if it has one."""
         raise NotImplementedError
-
-    async def execute_pair(self, first: _Statement, then: _Statement) -> None:
-        """Run two INSERT or UPDATE statements without RETURNING, as one when `dml_in_with` is set."""
-        if self.dml_in_with:
-            await self.execute(*_in_one_statement(first, then))
-            return
-        await self.execute(*first)
-        await self.execute(*then)
 
     async def enqueue(self, call: Call, event: str, webhooks: list[Any]) -> None:
         raise NotImplementedError
@@ -506,10 +492,8 @@ class _Write:
 class _DirectWrite(_Write):
     """A write with no outbox rows, run on the driver."""
 
-    def __init__(self, direct: DirectConnection, dml_in_with: bool) -> None:
+    def __init__(self, direct: DirectConnection) -> None:
         self.direct = direct
-        # One statement costs one round trip instead of two, and both parts commit together.
-        self.dml_in_with = dml_in_with
 
     async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         return await self.direct.execute(statement, params)
@@ -548,55 +532,6 @@ class _RecordingRow:
 
     values: dict[str, Any]
     inserted: bool = False
-
-
-def _finish_recording(row: _RecordingRow, recording: RecordingEnd) -> _Statement:
-    """Apply the end of a recording to the journal's copy of its row, and return the statement that writes it."""
-    changes: dict[str, Any] = {
-        "state": recording.state.value,
-        "duration_seconds": recording.duration_seconds,
-    }
-    if recording.error:
-        changes["error"] = recording.error[:2000]
-    row.values.update(changes)
-    if row.inserted:
-        return _UPDATE_RECORDING, {"row_call_id": row.values["call_id"], **changes}
-    # The write of `answered` failed and took the INSERT with it: write the whole row now.
-    # NOTE: when that write committed but its reply was lost, this INSERT fails on the unique
-    # call_id and takes the call's UPDATE with it, so the call's row stays in progress.
-    return _INSERT_RECORDING, row.values
-
-
-def _in_one_statement(first: _Statement, then: _Statement) -> _Statement:
-    """Return one PostgreSQL statement that runs `first` in a WITH clause of `then`, and its parameters.
-
-    Each column value is bound as <table>_<column> (calls_error, recordings_error), for two
-    reasons. DirectConnection compiles with the parameter names as column keys, and SQLAlchemy
-    writes each key that names a column in both parts. It also binds those keys under anonymous
-    names inside WITH, which DirectConnection cannot fill. Parameters that name no column, such
-    as `row_id`, keep their names, so the two parts must not share one.
-    """
-    params: dict[str, Any] = {}
-    columns: list[frozenset[str]] = []
-    for statement, values in (first, then):
-        table = statement.table
-        names = frozenset(name for name in values if name in table.c)
-        for name, value in values.items():
-            params[f"{table.name}_{name}" if name in names else name] = value
-        columns.append(names)
-    return _combined_statement(first[0], columns[0], then[0], columns[1]), params
-
-
-@functools.cache
-def _combined_statement(
-    first: UpdateBase, first_columns: frozenset[str], then: UpdateBase, then_columns: frozenset[str]
-) -> UpdateBase:
-    # Cached, so that DirectConnection gets the same statement object and compiles it once.
-    def bound(statement: UpdateBase, columns: frozenset[str]) -> UpdateBase:
-        table = statement.table
-        return statement.values({name: bindparam(f"{table.name}_{name}") for name in columns})
-
-    return bound(then, then_columns).add_cte(bound(first, first_columns).cte("first"))
 
 
 def _log_lost_row(start: CallStart, end: CallEnd, reason: str) -> None:

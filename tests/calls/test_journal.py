@@ -8,14 +8,12 @@ from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from models import Call, Delivery, Recording, RecordingState, Webhook, utcnow
 from pbx_bridge.calls import journal as journal_module
 from pbx_bridge.calls.journal import CallEnd, CallStart, Journal, RecordingEnd, RecordingStart
 from pbx_bridge.config import CallsConfig
-from pbx_bridge.storage.direct import DirectConnection
 from tests.calls.conftest import OFFICE, TRACKED_DIALED
 
 AT = datetime(2026, 12, 5, 9, 30, tzinfo=timezone.utc)
@@ -284,49 +282,3 @@ async def test_call_error_leaves_recording_error_empty(database, company):
     assert recording.state == "done"
     assert recording.duration_seconds == 116
     assert recording.error is None
-
-
-async def test_failed_recording_insert_keeps_call_unanswered(database, company):
-    journal = Journal(database, CallsConfig())
-    try:
-        call_id, _ = await journal.open(_start("conflict"))
-        # A recording row already there makes the answer's INSERT fail on the unique call_id.
-        async with database.transaction() as session:
-            session.add(Recording(call_id=call_id, name="calltracking/other", format="wav", started_at=AT))
-        with pytest.raises(IntegrityError):
-            await _answer(journal, call_id, "conflict")
-    finally:
-        await journal.close()
-
-    row = await _row(database, "conflict")
-    recording = await _recording(database, call_id)
-    assert row.answered_by is None
-    assert row.answered_at is None
-    assert recording.name == "calltracking/other"
-
-
-async def test_recording_writes_statement_count(database, company, monkeypatch):
-    statements = []
-    execute = DirectConnection.execute
-
-    async def counted_execute(self, statement, params):
-        statements.append(statement)
-        return await execute(self, statement, params)
-
-    monkeypatch.setattr(DirectConnection, "execute", counted_execute)
-    journal = Journal(database, CallsConfig())
-    try:
-        call_id, _ = await journal.open(_start("counted"))
-        opened = len(statements)
-        await _answer(journal, call_id, "counted")
-        answered = len(statements)
-        await journal.finish(call_id, _end(), RecordingEnd(RecordingState.DONE, duration_seconds=116))
-        finished = len(statements)
-    finally:
-        await journal.close()
-
-    # PostgreSQL runs the call's and the recording's statement as one, SQLite as two.
-    per_write = 1 if database.engine.dialect.name == "postgresql" else 2
-    assert opened == 1
-    assert answered - opened == per_write
-    assert finished - answered == per_write
