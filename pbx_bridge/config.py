@@ -73,6 +73,8 @@ class CallsConfig:
     ring_timeout: int = 20
     # Dialplan context that `continue` sends a caller to when pbx-bridge cannot handle the call.
     fallback_context: str = "calltracking-fallback"
+    # Seconds during which that `continue` is retried while Asterisk's REST interface fails.
+    fallback_retry_seconds: float = 15.0
     # Region for numbers written in national form, such as "8 (495) 111-00-01" in RU.
     default_region: str = "RU"
     # Seconds the call flow keeps a tracking number's settings and its company's webhooks

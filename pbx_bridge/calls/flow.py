@@ -7,6 +7,7 @@ websocket frames or speaks SQL.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import secrets
@@ -15,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from models import HangupSide, Outcome, RecordingState
-from pbx_bridge.ari import AriClient, AriError, Conflict, NotFound
+from pbx_bridge.ari import AriClient, AriError, AriUnavailable, Conflict, NotFound, NotInStasis, ServerError
 from pbx_bridge.calls.journal import (
     JOURNAL_ERRORS,
     CallEnd,
@@ -51,6 +52,10 @@ CAUSE_TEXTS = {
 LEG_TIMEOUT_MARGIN = 10.0
 # Asterisk names the application's outbound legs by this first Stasis argument.
 OUTBOUND_ARG = "outbound"
+# Seconds before the first retry of a failed `continue` to the fallback context, doubled after
+# each failed retry up to the maximum.
+FALLBACK_RETRY_MIN_DELAY = 0.5
+FALLBACK_RETRY_MAX_DELAY = 4.0
 
 
 class Phase(enum.Enum):
@@ -243,7 +248,29 @@ class CallFlow:
             await self._ignore_gone(self.ari.hangup(leg.channel_id))
 
         if self.caller_in_stasis and self.phase is not Phase.ANSWERED:
-            destination = self._first_destination()
+            error = await self._continue_to_fallback()
+            if error is None:
+                self.caller_in_stasis = False
+                self.state.tags.add("fallback")
+            else:
+                log.error("call %s: fallback failed, hanging up: %s", self.channel_id, error)
+                self.state.tags.add("fallback-failed")
+                await self._ignore_gone(self.ari.hangup(self.channel_id))
+        await self._finish(Outcome.FAILED, HangupSide.SYSTEM)
+
+    async def _continue_to_fallback(self) -> AriError | None:
+        """Send the caller to the fallback context; return the last error if that failed.
+
+        While Asterisk's REST interface fails (no connection, no response, 5xx), the request is
+        retried for `calls.fallback_retry_seconds`. Meanwhile the caller hears the ringing that
+        pbx-bridge indicated when the call came in.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.calls.fallback_retry_seconds
+        destination = self._first_destination()
+        delay = FALLBACK_RETRY_MIN_DELAY
+        retried = False
+        while True:
             try:
                 if destination:
                     await self.ari.set_variable(self.channel_id, "CT_DESTINATION", destination)
@@ -251,13 +278,19 @@ class CallFlow:
                     self.channel_id, context=self.config.calls.fallback_context,
                     extension=self.dialed_raw or None, priority=1,
                 )
-                self.caller_in_stasis = False
-                self.state.tags.add("fallback")
+                return None
+            except NotInStasis as error:
+                # An earlier attempt whose response was lost may have moved the caller on already.
+                return None if retried else error
+            except (AriUnavailable, ServerError) as error:
+                if loop.time() + delay > deadline:
+                    return error
+                log.warning("call %s: fallback failed (%s), retrying in %.1f s", self.channel_id, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FALLBACK_RETRY_MAX_DELAY)
+                retried = True
             except AriError as error:
-                log.error("call %s: fallback failed, hanging up: %s", self.channel_id, error)
-                self.state.tags.add("fallback-failed")
-                await self._ignore_gone(self.ari.hangup(self.channel_id))
-        await self._finish(Outcome.FAILED, HangupSide.SYSTEM)
+                return error
 
     # Dialing ------------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from tests.fake_asterisk import Answer, FakeAsterisk
 
 # Seconds `serve` waits for one REST response in these tests (ari.request_timeout).
 REQUEST_TIMEOUT = 1.0
+# Seconds `serve` retries a failed `continue` to the fallback context in these tests.
+FALLBACK_RETRY_SECONDS = 2.0
 
 
 @pytest.fixture
@@ -29,6 +31,7 @@ async def serve_short_timeout(database_url, company, fake_asterisk, tmp_path) ->
     config = write_config(
         tmp_path / "pbx-bridge.toml", database_url, fake_asterisk.url,
         ari={"request_timeout": REQUEST_TIMEOUT},
+        calls={"fallback_retry_seconds": FALLBACK_RETRY_SECONDS},
     )
     process = await start_serve(config, fake_asterisk, tmp_path)
     yield process
@@ -200,3 +203,41 @@ async def test_failed_fallback_hangs_up_and_tags_row(serve_short_timeout, fake_a
     assert "fallback-failed" in row.tags
     assert "fallback" not in row.tags
     assert fake_asterisk.live_channels() == []
+
+
+async def test_fallback_retried_until_rest_recovers(serve_short_timeout, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    continue_request = f"POST /channels/{call.channel_id}/continue"
+    fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/answer", None)
+    fake_asterisk.delay_responses(continue_request, None)
+    # The answer request times out after 1 s and the first continue after 2 s. The retry 0.5 s
+    # later gets through.
+    await asyncio.sleep(1.5)
+    fake_asterisk.stop_delaying_responses(continue_request)
+
+    row = await journal_row(database, call.channel_id, timeout=20)
+
+    assert call.fell_back is not None
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert row.outcome == "failed"
+    assert "fallback" in row.tags
+    assert "fallback-failed" not in row.tags
+    assert "fallback failed (POST /channels/{channelId}/continue" in serve_short_timeout.log
+    assert "retrying in 0.5 s" in serve_short_timeout.log
+
+
+async def test_fallback_late_response_keeps_caller(serve_short_timeout, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/answer", None)
+    # Asterisk carries out the continue after pbx-bridge gave up waiting for the response, so
+    # the retry finds the caller outside Stasis.
+    fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/continue", REQUEST_TIMEOUT + 0.2)
+
+    row = await journal_row(database, call.channel_id, timeout=20)
+
+    assert call.fell_back is not None
+    assert "fallback" in row.tags
+    assert "fallback-failed" not in row.tags
+    assert fake_asterisk.live_channels() == [call.channel_id]

@@ -200,6 +200,10 @@ class FakeAsterisk:
         """
         self._response_delays.append((pattern, seconds))
 
+    def stop_delaying_responses(self, pattern: str) -> None:
+        """Handle requests that match `pattern` at once again; requests held already stay held."""
+        self._response_delays = [delay for delay in self._response_delays if delay[0] != pattern]
+
     async def drop_websockets(self, refuse_for: float = 0.0) -> None:
         """Cut every events websocket without a close frame, as a network failure does.
 
