@@ -44,6 +44,9 @@ KEEPALIVE_TIMEOUT = 10.0
 HEARTBEAT = 20.0
 # A websocket that stayed open this many seconds resets the backoff to the minimum delay.
 STABLE_CONNECTION = 10.0
+# Characters of Asterisk's error text kept in an exception. Its longest texts are about 130
+# characters (an estimate from its resource handlers), such as 409 on a recording name in use.
+MESSAGE_LIMIT = 300
 
 
 class AriClient:
@@ -539,13 +542,16 @@ def _variables_body(variables: Mapping[str, Any] | None) -> dict[str, dict[str, 
 
 
 def _asterisk_message(content: bytes, reason: str | None) -> str:
-    """Extract Asterisk's error text from a `{"message": ...}` body, or fall back to the reason."""
+    """Extract Asterisk's error text from a `{"message": ...}` body, or fall back to the reason.
+
+    The text is cut to MESSAGE_LIMIT characters, because it goes into log lines and journal rows.
+    """
     try:
         body = json.loads(content)
     except (UnicodeDecodeError, json.JSONDecodeError):
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
+        return describe_frame(body["message"], MESSAGE_LIMIT)
     if content.strip():
         return describe_frame(content.strip())
-    return reason or "no message"
+    return describe_frame(reason or "no message", MESSAGE_LIMIT)

@@ -166,6 +166,16 @@ async def test_error_without_json_body_keeps_text(ari_server: AriServer, ari_cli
     assert raised.value.asterisk_message == "upstream down"
 
 
+async def test_long_error_message_is_cut(ari_server: AriServer, ari_client: AriClient) -> None:
+    ari_server.reply("DELETE", f"/ari/channels/{CHANNEL}", 404, {"message": "Channel not found " + "x" * 5000})
+
+    with pytest.raises(NotFound) as raised:
+        await ari_client.hangup(CHANNEL)
+
+    assert raised.value.asterisk_message == "Channel not found " + "x" * 282 + "..."
+    assert len(str(raised.value)) < 400
+
+
 async def test_error_without_body_uses_reason(ari_server: AriServer, ari_client: AriClient) -> None:
     ari_server.reply("GET", "/ari/channels", 500)
 
