@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -51,6 +52,11 @@ async def main() -> None:
     args = parser.parse_args()
 
     backends = ["sqlite", "postgres"] if args.database == "both" else [args.database]
+    python_ms, round_trip_us = _machine_reference()
+    print(
+        f"machine reference: Python loop {python_ms:.0f} ms, loopback TCP round trip {round_trip_us:.1f} us "
+        "of CPU (figures from machines whose references differ are not comparable)"
+    )
     for backend in backends:
         with tempfile.TemporaryDirectory() as folder:
             url, cleanup = await _database(backend, Path(folder))
@@ -97,6 +103,28 @@ async def _seed(database: Database) -> None:
         session.add(source)
         await session.flush()
         session.add(TrackingNumber(number="+74951110001", company_id=company.id, source_id=source.id))
+
+
+def _machine_reference() -> tuple[float, float]:
+    """Return the CPU cost here of two fixed workloads: a Python loop in milliseconds, and one
+    loopback TCP round trip of one byte each way in microseconds."""
+    started = time.process_time()
+    sum(number * number for number in range(1_000_000))
+    python_ms = (time.process_time() - started) * 1000
+
+    round_trips = 20_000
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection(server.getsockname()) as client:
+            peer, _ = server.accept()
+            with peer:
+                started = time.process_time()
+                for _ in range(round_trips):
+                    client.sendall(b"x")
+                    peer.recv(1)
+                    peer.sendall(b"x")
+                    client.recv(1)
+                round_trip_us = (time.process_time() - started) / round_trips * 1e6
+    return python_ms, round_trip_us
 
 
 def _cpu_seconds(pid: int) -> tuple[float, float]:
