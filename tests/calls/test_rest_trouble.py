@@ -241,3 +241,36 @@ async def test_fallback_late_response_keeps_caller(serve_short_timeout, fake_ast
     assert "fallback" in row.tags
     assert "fallback-failed" not in row.tags
     assert fake_asterisk.live_channels() == [call.channel_id]
+
+
+async def test_shutdown_ends_fallback_retries(database_url, company, fake_asterisk, database, tmp_path):
+    config = write_config(
+        tmp_path / "pbx-bridge.toml", database_url, fake_asterisk.url,
+        ari={"request_timeout": REQUEST_TIMEOUT},
+        calls={"fallback_retry_seconds": 60.0},
+    )
+    process = await start_serve(config, fake_asterisk, tmp_path)
+    loop = asyncio.get_running_loop()
+    try:
+        fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+        call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+        fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/answer", None)
+        fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/continue", None)
+        # The answer request times out after 1 s. The continue then times out on every attempt,
+        # and SIGTERM arrives while it waits for the next one.
+        await fake_asterisk.wait_for(lambda: "retrying in" in process.log, timeout=10)
+        stopping_at = loop.time()
+    finally:
+        returncode = await process.stop()
+    stop_seconds = loop.time() - stopping_at
+
+    row = await journal_row(database, call.channel_id, timeout=5)
+
+    assert returncode == 0
+    assert stop_seconds < 8
+    assert call.fell_back is None
+    assert row.outcome == "failed"
+    assert row.hangup_side == "system"
+    assert "fallback-failed" in row.tags
+    assert "pbx-bridge is stopping, so the fallback is not retried" in process.log
+    assert fake_asterisk.live_channels() == []
