@@ -262,8 +262,8 @@ class CallFlow:
         """Send the caller to the fallback context; return the last error if that failed.
 
         While Asterisk's REST interface fails (no connection, no response, 5xx), the request is
-        retried for `calls.fallback_retry_seconds`. Meanwhile the caller hears the ringing that
-        pbx-bridge indicated when the call came in.
+        retried for `calls.fallback_retry_seconds`, or until pbx-bridge begins stopping. Meanwhile
+        the caller hears the ringing that pbx-bridge indicated when the call came in.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.calls.fallback_retry_seconds
@@ -286,7 +286,10 @@ class CallFlow:
                 if loop.time() + delay > deadline:
                     return error
                 log.warning("call %s: fallback failed (%s), retrying in %.1f s", self.channel_id, error, delay)
-                await asyncio.sleep(delay)
+                # A call still retrying when `close` cancels it would keep its row in progress.
+                if await self.registry.stopping_within(delay):
+                    log.warning("call %s: pbx-bridge is stopping, so the fallback is not retried", self.channel_id)
+                    return error
                 delay = min(delay * 2, FALLBACK_RETRY_MAX_DELAY)
                 retried = True
             except AriError as error:

@@ -49,6 +49,8 @@ class StasisApp:
         self._by_recording: dict[str, CallFlow] = {}
         self._queues: dict[CallFlow, asyncio.Queue[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set when close() begins, so that calls stop waiting to retry a request.
+        self._stopping = asyncio.Event()
 
     @property
     def active_calls(self) -> int:
@@ -64,6 +66,17 @@ class StasisApp:
 
     def bind_recording(self, name: str, flow: CallFlow) -> None:
         self._by_recording[name] = flow
+
+    async def stopping_within(self, seconds: float) -> bool:
+        """Wait up to `seconds`. Return True as soon as close() has begun, or False after the wait."""
+        if self._stopping.is_set():
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def post_later(self, flow: CallFlow, delay: float, event: Any) -> None:
         """Queue an internal event on a call after `delay` seconds, unless the call is gone."""
@@ -257,6 +270,7 @@ class StasisApp:
 
         Answered calls keep talking in their bridges; their journal rows stay in progress.
         """
+        self._stopping.set()
         for queue in self._queues.values():
             queue.put_nowait(Shutdown())
         if self._tasks:
