@@ -135,7 +135,9 @@ async def test_idle_connections_closed_by_asterisk(database_url, company, quick_
 async def test_more_calls_than_connections(serve, fake_asterisk, database):
     # Every request keeps its connection busy for 50 ms, so 100 calls need more than 64 at once.
     fake_asterisk.delay_responses("* *", 0.05)
-    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.2, hangup_after=0.5))
+    # The company line talks long enough for the queued answer and addChannel requests even on a
+    # loaded machine. A leg gone before it is bridged leaves no recording.
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.2, hangup_after=3.0))
     calls = await asyncio.gather(
         *(
             fake_asterisk.incoming_call(TRACKED_DIALED, caller_number=f"+7916{index:07d}")
