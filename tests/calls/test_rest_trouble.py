@@ -176,20 +176,22 @@ async def test_http_restart_at_call_start(serve, fake_asterisk, database):
     call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
     await asyncio.sleep(0.2)
     await fake_asterisk.restart_http(down_for=0.5)
-    await fake_asterisk.wait_for(lambda: not fake_asterisk.channel_exists(call.channel_id), timeout=10)
-    # The final write follows the last hangup.
-    await asyncio.sleep(0.5)
 
-    row = await journal_row(database, call.channel_id)
+    row = await journal_row(database, call.channel_id, timeout=15)
 
-    # The refused requests end the first attempt, and the caller, still in Stasis, is taken over
-    # once the websocket is back.
-    assert row.outcome == "answered"
-    assert row.hangup_side == "company"
-    assert row.answered_by == OFFICE
-    assert row.recording.state == "done"
-    assert "taken-over" in row.tags
-    assert "connection refused" in row.error
+    # The cut bridge request sends the caller to the fallback context. The refused continue is
+    # retried until Asterisk listens again.
+    assert call.fell_back is not None
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert row.outcome == "failed"
+    assert row.hangup_side == "system"
+    assert row.answered_by is None
+    assert "fallback" in row.tags
+    assert "fallback-failed" not in row.tags
+    assert "taken-over" not in row.tags
+    assert "POST /bridges" in row.error
+    assert "connection refused" in serve.log
+    assert fake_asterisk.live_channels() == [call.channel_id]
 
 
 async def test_failed_fallback_hangs_up_and_tags_row(serve_short_timeout, fake_asterisk, database):
