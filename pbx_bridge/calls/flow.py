@@ -253,6 +253,8 @@ class CallFlow:
                 self.caller_in_stasis = False
                 self.state.tags.add("fallback")
             else:
+                # NOTE: NotFound here usually means that the caller hung up while the continue was
+                # retried, yet the row is journaled as failed by the system, not abandoned.
                 log.error("call %s: fallback failed, hanging up: %s", self.channel_id, error)
                 self.state.tags.add("fallback-failed")
                 await self._ignore_gone(self.ari.hangup(self.channel_id))
