@@ -48,6 +48,10 @@ WRITE_LATER_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 WRITE_LATER_FOR = 3600.0
 # Failures that mean the database cannot be used right now, as opposed to a bug.
 JOURNAL_ERRORS = (OperationalError, InterfaceError, OSError, asyncio.TimeoutError)
+# Connections the journal keeps on PostgreSQL. A write that waits, such as an UPDATE of a row
+# that another transaction has locked, holds one of them, and other calls write on the rest.
+# SQLite lets one writer in at a time, so there the journal keeps one.
+POSTGRES_CONNECTIONS = 4
 
 _CALLS = Call.__table__
 _RECORDINGS = Recording.__table__
@@ -116,7 +120,8 @@ class CallEnd:
 class Journal:
     def __init__(self, database: Database, calls: CallsConfig) -> None:
         self.database = database
-        self._connection = _JournalConnection(database.engine)
+        size = 1 if database.engine.dialect.name == "sqlite" else POSTGRES_CONNECTIONS
+        self._connections = _JournalConnections(database.engine, size)
         self.router = Router(calls)
         self.calls = calls
         # Company id -> (expiry, webhooks), kept as long as number settings (route_cache_seconds).
@@ -150,7 +155,7 @@ class Journal:
         raise AssertionError("unreachable")
 
     async def _open_once(self, start: CallStart) -> tuple[int, Route]:
-        route = await self.router.resolve(self._connection.transaction, start.dialed_raw, start.started_at)
+        route = await self.router.resolve(self._connections.transaction, start.dialed_raw, start.started_at)
         webhooks = await self._company_webhooks(route.company_id)
         values = {
             "channel_id": start.channel_id,
@@ -188,8 +193,8 @@ class Journal:
         return call.id, route
 
     async def _reopen(self, start: CallStart) -> tuple[int, Route]:
-        route = await self.router.resolve(self._connection.transaction, start.dialed_raw, start.started_at)
-        async with self._connection.transaction() as connection:
+        route = await self.router.resolve(self._connections.transaction, start.dialed_raw, start.started_at)
+        async with self._connections.transaction() as connection:
             async with AsyncSession(bind=connection) as session:
                 call = await session.scalar(select(Call).where(Call.channel_id == start.channel_id))
                 if call is None:
@@ -359,17 +364,17 @@ class Journal:
             task.cancel()
             on_give_up("pbx-bridge stopped before the database came back")
         await asyncio.gather(*self._deferred, return_exceptions=True)
-        await self._connection.close()
+        await self._connections.close()
 
     def _writing(self, session_id: int | None, event: str, webhooks: list[Any]) -> AbstractAsyncContextManager[_Write]:
         """Open a write that runs on the driver, or in a transaction when it has outbox rows."""
         if may_enqueue(event, session_id, webhooks):
             return self._enqueuing_write()
-        return self._connection.direct_write()
+        return self._connections.direct_write()
 
     @asynccontextmanager
     async def _enqueuing_write(self) -> AsyncIterator[_Write]:
-        async with self._connection.session_write() as write:
+        async with self._connections.session_write() as write:
             yield write
         self.on_enqueued()
 
@@ -380,7 +385,7 @@ class Journal:
         cached = self._webhooks.get(company_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with self._connection.transaction() as connection, AsyncSession(bind=connection) as session:
+        async with self._connections.transaction() as connection, AsyncSession(bind=connection) as session:
             webhooks = await company_webhooks(session, company_id)
         self._webhooks[company_id] = (now + self.calls.route_cache_seconds, webhooks)
         return webhooks
@@ -389,7 +394,7 @@ class Journal:
         """Return the journal's copy of a row, read from the database when it is not at hand."""
         call = self._rows.get(call_id)
         if call is None:
-            async with self._connection.transaction() as connection, AsyncSession(bind=connection) as session:
+            async with self._connections.transaction() as connection, AsyncSession(bind=connection) as session:
                 call = await session.get(Call, call_id)
                 if call is None:
                     raise LookupError(f"journal row {call_id} not found")
@@ -406,17 +411,57 @@ class Journal:
             setattr(call, name, value)
 
 
-class _JournalConnection:
-    """The connection the journal writes on, kept open from one write to the next.
+class _JournalConnections:
+    """The journal's kept connections, each used by one write or read at a time.
 
-    A checkout from the pool and the rollback on its return cost about as much CPU as a journal
-    write. So the journal keeps one connection and runs its writes on it one at a time.
-    A connection that failed is closed, and the next write opens another.
+    The most recently freed connection is taken first, so at a low call rate one does the work.
     """
 
-    # NOTE: one connection runs one journal write at a time. At about 1 ms of wall time per
-    # write on a local PostgreSQL (an estimate) and three writes per call, that caps the journal
-    # near 300 new calls a second. More needs a few such connections or group commit.
+    # NOTE: on SQLite the one connection runs one write at a time. A write that waits for another
+    # process's lock holds up every call's writes until SQLite's busy timeout, and a call awaits
+    # its writes when it opens its row and after the answer, so new calls dial late meanwhile.
+
+    def __init__(self, engine: AsyncEngine, size: int) -> None:
+        self.connections = tuple(_JournalConnection(engine) for _ in range(size))
+        self._free: asyncio.LifoQueue[_JournalConnection] = asyncio.LifoQueue()
+        for journal_connection in reversed(self.connections):
+            self._free.put_nowait(journal_connection)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._take() as journal_connection, journal_connection.transaction() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def session_write(self) -> AsyncIterator[_Write]:
+        async with self._take() as journal_connection, journal_connection.session_write() as write:
+            yield write
+
+    @asynccontextmanager
+    async def direct_write(self) -> AsyncIterator[_Write]:
+        async with self._take() as journal_connection, journal_connection.direct_write() as write:
+            yield write
+
+    @asynccontextmanager
+    async def _take(self) -> AsyncIterator[_JournalConnection]:
+        journal_connection = await self._free.get()
+        try:
+            yield journal_connection
+        finally:
+            self._free.put_nowait(journal_connection)
+
+    async def close(self) -> None:
+        for journal_connection in self.connections:
+            await journal_connection.close()
+
+
+class _JournalConnection:
+    """A connection the journal writes on, kept open from one write to the next.
+
+    A checkout from the pool and the rollback on its return cost about as much CPU as a journal
+    write. So the journal keeps its connections and runs one write at a time on each.
+    A connection that failed is closed, and the next write on it opens another.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

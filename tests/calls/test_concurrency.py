@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from sqlalchemy import select, text
+
+from models import Call
 from pbx_bridge.calls.journal import Journal
 from pbx_bridge.config import load_config
 from pbx_bridge.service import Service
@@ -62,3 +66,46 @@ async def test_slow_journal_write_delays_only_its_call(
     assert slow_row.outcome == "answered"
     assert slow_row.started_at <= fast_row.started_at
     assert slow_row.ended_at > fast_row.ended_at
+
+
+# Row locks exist on PostgreSQL only: an SQLite writer locks the whole database.
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_locked_row_delays_only_its_call(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=1.0, hangup_after=0.3))
+    locked = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79160000001")
+    await _wait_for_row(database, locked.channel_id)
+
+    async with database.engine.connect() as locker:
+        # Another transaction locks the first call's row, so its answer's UPDATE waits.
+        await locker.execute(
+            text("SELECT id FROM calls WHERE channel_id = :channel FOR UPDATE"), {"channel": locked.channel_id}
+        )
+        await fake_asterisk.wait_for(lambda: fake_asterisk.is_bridged(locked.channel_id), timeout=10)
+        other = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79160000002")
+        other_row = await journal_row(database, other.channel_id, timeout=20)
+        row_during_lock = await _wait_for_row(database, locked.channel_id)
+        await locker.rollback()
+
+    locked_row = await journal_row(database, locked.channel_id, timeout=20)
+    assert other_row.outcome == "answered"
+    assert other_row.hangup_side == "company"
+    assert other_row.answered_by == OFFICE
+    assert other_row.recording.state == "done"
+    assert row_during_lock.answered_at is None
+    assert row_during_lock.ended_at is None
+    assert locked_row.outcome == "answered"
+    assert locked_row.hangup_side == "company"
+    assert locked_row.answered_by == OFFICE
+    assert locked_row.recording.state == "done"
+    assert fake_asterisk.live_channels() == []
+
+
+async def _wait_for_row(database, channel_id: str) -> Call:
+    """Return the call's journal row as soon as it exists."""
+    for _ in range(200):
+        async with database.sessions() as session:
+            call = await session.scalar(select(Call).where(Call.channel_id == channel_id))
+        if call is not None:
+            return call
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no journal row for {channel_id} after 10 s")

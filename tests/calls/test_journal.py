@@ -67,7 +67,7 @@ async def _answer(journal: Journal, call_id: int, name: str, error: str | None =
 
 async def _drop_kept_connection(journal: Journal) -> None:
     """Close the driver connection under the journal's kept one, as a server that dropped it would."""
-    connection = journal._connection._connection
+    connection = journal._connections.connections[0]._connection
     await (await connection.get_raw_connection()).driver_connection.close()
 
 
@@ -146,7 +146,7 @@ async def test_failed_write_replaces_connection(database, company):
         await journal.close()
 
     assert failed_with is not None
-    assert journal._connection._connection is None
+    assert journal._connections.connections[0]._connection is None
     assert (await _row(database, "broken")).outcome == "answered"
 
 
@@ -182,7 +182,7 @@ async def test_terminated_backend_retried_with_webhook(database, company, monkey
     journal = Journal(database, CallsConfig())
     try:
         call_id, _ = await journal.open(_start("terminated"))
-        raw = await journal._connection._connection.get_raw_connection()
+        raw = await journal._connections.connections[0]._connection.get_raw_connection()
         pid = raw.driver_connection.get_server_pid()
         async with database.engine.connect() as locker:
             # The row lock keeps the journal's UPDATE waiting, so the backend ends in the middle of it.
