@@ -63,10 +63,18 @@ async def test_answered_call_company_hangs_up(serve, fake_asterisk, database):
 
     assert row.outcome == "answered"
     assert row.hangup_side == "company"
+    assert row.answered_by == OFFICE
+    started = event_time(fake_asterisk, "StasisStart", call.channel_id)
     answered = event_time(fake_asterisk, "Dial", row.outbound_channel_id, dialstatus="ANSWER")
     ended = event_time(fake_asterisk, "StasisEnd", row.outbound_channel_id)
+    assert row.wait_seconds == seconds_between(started, answered)
     assert row.talk_seconds == seconds_between(answered, ended)
     assert row.talk_seconds >= 0.2
+    assert row.hangup_cause == 16
+    assert row.hangup_cause_text == "Normal Clearing"
+    assert row.error is None
+    assert row.recording.state == "done"
+    assert row.recording.duration_seconds == int(row.talk_seconds)
     assert not fake_asterisk.channel_exists(call.channel_id)
 
 
@@ -195,7 +203,18 @@ async def test_websocket_drop_mid_call_keeps_control(serve, fake_asterisk, datab
     row = await journal_row(database, call.channel_id)
     assert row.outcome == "answered"
     assert row.hangup_side == "caller"
+    assert row.answered_by == OFFICE
+    started = event_time(fake_asterisk, "StasisStart", call.channel_id)
+    answered = event_time(fake_asterisk, "Dial", row.outbound_channel_id, dialstatus="ANSWER")
+    ended = event_time(fake_asterisk, "StasisEnd", call.channel_id)
+    assert row.wait_seconds == seconds_between(started, answered)
+    assert row.talk_seconds == seconds_between(answered, ended)
+    assert row.talk_seconds >= 0.3
+    assert row.hangup_cause == 16
+    assert row.hangup_cause_text == "Normal Clearing"
+    assert row.error is None
     assert "ended-while-disconnected" not in row.tags
+    assert row.recording.state == "done"
     assert fake_asterisk.live_channels() == []
 
 
