@@ -2,7 +2,7 @@
 
 Runs `pbx-bridge serve` as a child process against the fake Asterisk of the test tree. It places
 `--calls` calls at a steady rate, so that about `--in-flight` calls are up at once (each call
-rings 1 s and talks 1 s), then prints:
+rings 2 s and talks 6 s), then prints a reference figure of the machine and:
 
 - the serve process's CPU time (user + system) per complete call;
 - the time from a websocket event sent by the fake to pbx-bridge's REST reaction, p50 and p99,
