@@ -145,6 +145,9 @@ class CallFlow:
         self.legs: dict[str, Leg] = {}
         # First hangup cause Asterisk reported per channel: (cause, text).
         self.causes: dict[str, tuple[int, str | None]] = {}
+        # Time of the caller's hangup request, set when the event arrives rather than when the
+        # call's task reaches it in the queue.
+        self.caller_hangup_at: datetime | None = None
         self.bridge_id = f"ct-{self.channel_id}"
         self.bridge_created = False
 
@@ -224,8 +227,6 @@ class CallFlow:
             await self._on_dial(event)
         elif kind == "StasisStart":
             await self._on_leg_entered(event)
-        elif kind == "ChannelHangupRequest":
-            self._note_cause(event)
         elif kind in ("StasisEnd", "ChannelDestroyed"):
             self._note_cause(event)
             await self._on_channel_gone(event)
@@ -252,9 +253,16 @@ class CallFlow:
             if error is None:
                 self.caller_in_stasis = False
                 self.state.tags.add("fallback")
+            elif self.caller_hangup_at is not None:
+                log.info("call %s: caller hung up while the fallback was retried", self.channel_id)
+                self.state.tags.add("fallback-failed")
+                self.caller_in_stasis = False
+                self.state.ended_at = self.caller_hangup_at
+                await self._finish(Outcome.ABANDONED, HangupSide.CALLER)
+                return
             else:
-                # NOTE: NotFound here usually means that the caller hung up while the continue was
-                # retried, yet the row is journaled as failed by the system, not abandoned.
+                # NOTE: NotFound here can also mean that an earlier continue, whose response was
+                # lost, moved the caller on and the call has ended since. It is journaled as failed.
                 log.error("call %s: fallback failed, hanging up: %s", self.channel_id, error)
                 self.state.tags.add("fallback-failed")
                 await self._ignore_gone(self.ari.hangup(self.channel_id))
@@ -291,6 +299,8 @@ class CallFlow:
                 # A call still retrying when `close` cancels it would keep its row in progress.
                 if await self.registry.stopping_within(delay):
                     log.warning("call %s: pbx-bridge is stopping, so the fallback is not retried", self.channel_id)
+                    return error
+                if self.caller_hangup_at is not None:
                     return error
                 delay = min(delay * 2, FALLBACK_RETRY_MAX_DELAY)
                 retried = True
@@ -453,6 +463,16 @@ class CallFlow:
         await self._write_end()
 
     # Hangups ------------------------------------------------------------------------------
+
+    def note_hangup_request(self, event: dict[str, Any]) -> None:
+        """Record a ChannelHangupRequest's cause, and the caller's hangup time, as the event arrives.
+
+        StasisApp calls this before queueing the event, so a call that is retrying a request
+        learns that its caller is gone.
+        """
+        self._note_cause(event)
+        if (event.get("channel") or {}).get("id") == self.channel_id and self.caller_hangup_at is None:
+            self.caller_hangup_at = event_time(event)
 
     def _note_cause(self, event: dict[str, Any]) -> None:
         cause = event.get("cause")

@@ -96,8 +96,11 @@ class StasisApp:
             self._on_stasis_start(event)
             return
         flow = self._flow_for(event)
-        if flow is not None:
-            self._queues[flow].put_nowait(event)
+        if flow is None:
+            return
+        if event.get("type") == "ChannelHangupRequest":
+            flow.note_hangup_request(event)
+        self._queues[flow].put_nowait(event)
 
     def _on_stasis_start(self, event: dict[str, Any]) -> None:
         channel_id = event["channel"]["id"]

@@ -278,3 +278,25 @@ async def test_shutdown_ends_fallback_retries(database_url, company, fake_asteri
     assert "fallback-failed" in row.tags
     assert "pbx-bridge is stopping, so the fallback is not retried" in process.log
     assert fake_asterisk.live_channels() == []
+
+
+async def test_caller_hangup_during_fallback_retries(serve_short_timeout, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/answer", None)
+    fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/continue", None)
+    # The answer request times out after about 1 s, and the caller hangs up while the first
+    # continue waits for its response.
+    await asyncio.sleep(1.5)
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16)
+
+    row = await journal_row(database, call.channel_id, timeout=20)
+
+    assert call.fell_back is None
+    assert row.outcome == "abandoned"
+    assert row.hangup_side == "caller"
+    assert row.hangup_cause == 16
+    assert row.answered_at is None
+    assert "fallback-failed" in row.tags
+    assert "timed out" in row.error
+    assert fake_asterisk.live_channels() == []
