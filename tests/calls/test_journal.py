@@ -85,6 +85,44 @@ async def test_first_call_is_first_time(database, company):
     assert (await _row(database, "hidden")).first_time_caller is None
 
 
+async def test_concurrent_calls_one_first_time(database, company):
+    journal = Journal(database, CallsConfig())
+    try:
+        if database.is_sqlite:
+            rows = await asyncio.gather(journal.open(_start("twin-1")), journal.open(_start("twin-2")))
+        else:
+            # An INSERT checks for an earlier call, then its foreign key check waits for the
+            # company row locked here. Both INSERTs could wait there at once, on two connections.
+            async with database.engine.connect() as locker:
+                await locker.execute(text("SELECT id FROM companies WHERE id = :id FOR UPDATE"), {"id": company})
+                opening = asyncio.gather(journal.open(_start("twin-1")), journal.open(_start("twin-2")))
+                await _wait_for_lock_waits(database, 1)
+                # Time for the second INSERT to reach the lock too, if nothing holds it back.
+                await asyncio.sleep(0.3)
+                await locker.rollback()
+                rows = await opening
+    finally:
+        await journal.close()
+
+    assert len(rows) == 2
+    flags = [(await _row(database, channel_id)).first_time_caller for channel_id in ("twin-1", "twin-2")]
+    assert sorted(flags) == [False, True]
+
+
+async def _wait_for_lock_waits(database, count: int) -> None:
+    """Wait until `count` backends of this database wait for a lock, for up to 10 s."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(100):
+        async with database.engine.connect() as connection:
+            if (await connection.scalar(query)) >= count:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fewer than {count} backends waited for a lock within 10 s")
+
+
 async def test_row_through_answer_and_end(database, company):
     journal = Journal(database, CallsConfig())
     try:
