@@ -7,8 +7,8 @@ and analytics go to the outbox in the same transaction as the change they report
 
 The writes are Core INSERT and UPDATE statements built once at import, so SQLAlchemy compiles
 each of them once and the ORM's unit of work (change tracking, flush ordering) costs nothing per
-call. They run on one connection the journal keeps open (`_JournalConnection`): on the driver
-underneath it (storage/direct.py) when a write has no outbox rows, which is the common case, and
+call. They run on connections the journal keeps open (`_JournalConnection`): on the driver
+underneath (storage/direct.py) when a write has no outbox rows, which is the common case, and
 through SQLAlchemy in one transaction when it has. The journal keeps its own copy of each row in
 progress for the outbox's snapshot.
 """
@@ -130,6 +130,8 @@ class Journal:
         # give the outbox its snapshot and the tags to merge without a SELECT.
         self._rows: dict[int, Call] = {}
         self._recordings: dict[int, _RecordingRow] = {}
+        # (company id, caller number) -> the lock that row INSERTs of those calls take in turn.
+        self._first_call_locks: dict[tuple[int, str], _KeyLock] = {}
         # Background retries of writes that failed while the database was unreachable, each with
         # what to log if it never succeeds.
         self._deferred: dict[asyncio.Task[None], Callable[[str], None]] = {}
@@ -177,6 +179,7 @@ class Journal:
             "updated_at": utcnow(),
         }
         statement, params = _INSERT_CALL, values
+        caller_key: tuple[int, str] | None = None
         if start.caller_number is not None and route.company_id is not None:
             statement = _INSERT_FIRST_CALL
             params = {
@@ -184,13 +187,35 @@ class Journal:
                 "earlier_company_id": route.company_id,
                 "earlier_caller_number": start.caller_number,
             }
-        async with self._writing(route.session_id, "call.started", webhooks) as write:
+            caller_key = (route.company_id, start.caller_number)
+        writing = self._writing(route.session_id, "call.started", webhooks)
+        async with self._first_call_lock(caller_key), writing as write:
             row_id, first_time = (await write.execute(statement, params))[0]
             # SQLite returns the flag as 0 or 1.
             call = Call(id=row_id, first_time_caller=None if first_time is None else bool(first_time), **values)
             await write.enqueue(call, "call.started", webhooks)
         self._rows[call.id] = call
         return call.id, route
+
+    @asynccontextmanager
+    async def _first_call_lock(self, caller_key: tuple[int, str] | None) -> AsyncIterator[None]:
+        """Hold the lock of one caller's calls to one company while a row of them is inserted.
+
+        Two INSERTs that run at once on separate connections would both find no earlier row and
+        both mark their call as the caller's first.
+        """
+        if caller_key is None:
+            yield
+            return
+        entry = self._first_call_locks.setdefault(caller_key, _KeyLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._first_call_locks[caller_key]
 
     async def _reopen(self, start: CallStart) -> tuple[int, Route]:
         route = await self.router.resolve(self._connections.transaction, start.dialed_raw, start.started_at)
@@ -569,6 +594,14 @@ async def _discard(connection: AsyncConnection) -> None:
         await connection.close()
     except Exception as error:
         log.debug("journal connection did not close cleanly: %s", type(error).__name__)
+
+
+@dataclass
+class _KeyLock:
+    """A lock kept in a dict while `users` tasks hold it or wait for it."""
+
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 @dataclass
