@@ -54,6 +54,9 @@ async def test_answer_without_response_falls_back(serve_short_timeout, fake_aste
     assert row.answered_by is None
     assert "timed out" in row.error
     assert "fallback" in row.tags
+    # pbx-bridge hung up the company leg itself. Asterisk reports that hangup with the soft
+    # hangup flag 32 as its cause, which says nothing about how the call ended.
+    assert row.hangup_cause is None
     # The company leg that answered is hung up: the fallback context dials the line again.
     assert fake_asterisk.live_channels() == [call.channel_id]
     assert ARI_PASSWORD not in serve_short_timeout.log
