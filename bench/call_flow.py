@@ -49,6 +49,11 @@ async def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--calls", type=int, default=1000, help="calls in total (default 1000)")
     parser.add_argument("--in-flight", type=int, default=200, help="calls up at once (default 200)")
+    parser.add_argument(
+        "--postgres-socket", metavar="DIR",
+        help="connect serve to PostgreSQL through the Unix socket in DIR, such as /var/run/postgresql, "
+        "instead of 127.0.0.1:5432",
+    )
     args = parser.parse_args()
 
     backends = ["sqlite", "postgres"] if args.database == "both" else [args.database]
@@ -59,14 +64,14 @@ async def main() -> None:
     )
     for backend in backends:
         with tempfile.TemporaryDirectory() as folder:
-            url, cleanup = await _database(backend, Path(folder))
+            url, cleanup = await _database(backend, Path(folder), args.postgres_socket)
             try:
                 await _run(backend, url, Path(folder), args.calls, args.in_flight)
             finally:
                 await cleanup()
 
 
-async def _database(backend: str, folder: Path):
+async def _database(backend: str, folder: Path, socket_folder: str | None):
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
 
@@ -83,6 +88,8 @@ async def _database(backend: str, folder: Path):
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    if socket_folder:
+        url = f"postgresql+asyncpg://postgres@/{name}?host={socket_folder}"
     await upgrade(url)
 
     async def drop() -> None:
@@ -165,7 +172,8 @@ async def _run(backend: str, url: str, folder: Path, calls: int, in_flight: int)
         await fake.stop()
         await database.close()
 
-    print(f"\n== {backend}: {calls} calls, {in_flight} in flight, {elapsed:.1f} s wall")
+    transport = " over a Unix socket" if "?host=" in url else ""
+    print(f"\n== {backend}{transport}: {calls} calls, {in_flight} in flight, {elapsed:.1f} s wall")
     print(
         f"serve CPU: {cpu:.2f} s in total ({user:.2f} s user, {system:.2f} s system), "
         f"{cpu / calls * 1000:.2f} ms per call (goal <= 3 ms)"
