@@ -227,6 +227,8 @@ class CallFlow:
             await self._on_dial(event)
         elif kind == "StasisStart":
             await self._on_leg_entered(event)
+        elif kind == "ChannelHangupRequest":
+            self._note_cause(event)
         elif kind in ("StasisEnd", "ChannelDestroyed"):
             self._note_cause(event)
             await self._on_channel_gone(event)
@@ -465,13 +467,17 @@ class CallFlow:
     # Hangups ------------------------------------------------------------------------------
 
     def note_hangup_request(self, event: dict[str, Any]) -> None:
-        """Record a ChannelHangupRequest's cause, and the caller's hangup time, as the event arrives.
+        """Record the cause and time of the caller's ChannelHangupRequest as the event arrives.
 
         StasisApp calls this before queueing the event, so a call that is retrying a request
-        learns that its caller is gone.
+        learns that its caller is gone. A company leg's cause is noted in queue order by
+        `handle`, because one noted early would be the cause of pbx-bridge's own hangup of the
+        leg (the soft hangup flag 32) in a row written meanwhile.
         """
+        if (event.get("channel") or {}).get("id") != self.channel_id:
+            return
         self._note_cause(event)
-        if (event.get("channel") or {}).get("id") == self.channel_id and self.caller_hangup_at is None:
+        if self.caller_hangup_at is None:
             self.caller_hangup_at = event_time(event)
 
     def _note_cause(self, event: dict[str, Any]) -> None:

@@ -55,7 +55,7 @@ async def test_answer_without_response_falls_back(serve_short_timeout, fake_aste
     assert "timed out" in row.error
     assert "fallback" in row.tags
     # pbx-bridge hung up the company leg itself. Asterisk reports that hangup with the soft
-    # hangup flag 32 as its cause, which says nothing about how the call ended.
+    # hangup flag 32 as its cause, which does not describe how the call ended.
     assert row.hangup_cause is None
     # The company leg that answered is hung up: the fallback context dials the line again.
     assert fake_asterisk.live_channels() == [call.channel_id]
