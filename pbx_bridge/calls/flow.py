@@ -292,8 +292,9 @@ class CallFlow:
                 )
                 return None
             except NotInStasis as error:
-                # An earlier attempt whose response was lost may have moved the caller on already.
-                return None if retried else error
+                # An earlier attempt whose response was lost may have moved the caller on already,
+                # unless the caller hung up meanwhile.
+                return None if retried and self.caller_hangup_at is None else error
             except (AriUnavailable, ServerError) as error:
                 if loop.time() + delay > deadline:
                     return error
