@@ -515,6 +515,11 @@ class _JournalConnection:
     @asynccontextmanager
     async def _use(self) -> AsyncIterator[tuple[AsyncConnection, DirectConnection]]:
         async with self._lock:
+            if self._connection is not None and self._direct is not None and self._direct.is_closed():
+                # The server closed it while it was idle, as a PostgreSQL restart does to every
+                # kept connection. So this write opens another instead of failing.
+                await _discard(self._connection)
+                self._connection = self._direct = None
             if self._connection is None or self._direct is None:
                 connection = await self.engine.connect()
                 try:

@@ -65,6 +65,11 @@ class DirectConnection:
         except Exception as error:
             raise _sqlalchemy_error(error, compiled.sql) from error
 
+    def is_closed(self) -> bool:
+        """Return whether the PostgreSQL server has closed the connection, as far as the driver
+        has noticed. An SQLite connection is never closed by the other side."""
+        return not self._sqlite and self._driver.is_closed()
+
     async def commit(self) -> None:
         """Commit SQLite's open transaction; PostgreSQL statements have committed already."""
         if self._sqlite:

@@ -66,9 +66,11 @@ async def _answer(journal: Journal, call_id: int, name: str, error: str | None =
 
 
 async def _drop_kept_connection(journal: Journal) -> None:
-    """Close the driver connection under the journal's kept one, as a server that dropped it would."""
-    connection = journal._connections.connections[0]._connection
-    await (await connection.get_raw_connection()).driver_connection.close()
+    """Close the driver connection under the journal's kept one, as a server that dropped it would,
+    while the journal has not noticed yet (as with a network failure that sent no FIN)."""
+    journal_connection = journal._connections.connections[0]
+    await (await journal_connection._connection.get_raw_connection()).driver_connection.close()
+    journal_connection._direct.is_closed = lambda: False
 
 
 async def test_first_call_is_first_time(database, company):
@@ -210,6 +212,32 @@ async def test_recording_written_after_failed_answer(database, company):
     assert recording.name == "calltracking/lost-recording"
     assert recording.state == "done"
     assert recording.duration_seconds == 116
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_idle_connection_ended_by_server_replaced(database, company):
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("restarted"))
+        raw = await journal._connections.connections[0]._connection.get_raw_connection()
+        driver = raw.driver_connection
+        old_pid = driver.get_server_pid()
+        # The server ends the idle connection, as a PostgreSQL restart does.
+        async with database.engine.connect() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": old_pid})
+        for _ in range(100):
+            if driver.is_closed():
+                break
+            await asyncio.sleep(0.05)
+        await _answer(journal, call_id, "restarted")
+        raw = await journal._connections.connections[0]._connection.get_raw_connection()
+        new_pid = raw.driver_connection.get_server_pid()
+    finally:
+        await journal.close()
+
+    assert driver.is_closed()
+    assert new_pid != old_pid
+    assert (await _row(database, "restarted")).answered_by == OFFICE
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
