@@ -443,8 +443,8 @@ class _JournalConnections:
     """
 
     # NOTE: on SQLite the one connection runs one write at a time. A write that waits for another
-    # process's lock holds up every call's writes until SQLite's busy timeout, and a call awaits
-    # its writes when it opens its row and after the answer, so new calls dial late meanwhile.
+    # process's lock holds up every call's writes until SQLite's busy timeout. A call awaits its
+    # writes when it opens its row and after the company line answers, so new calls dial late.
 
     def __init__(self, engine: AsyncEngine, size: int) -> None:
         self.connections = tuple(_JournalConnection(engine) for _ in range(size))
@@ -452,26 +452,24 @@ class _JournalConnections:
         for journal_connection in reversed(self.connections):
             self._free.put_nowait(journal_connection)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self._take() as journal_connection, journal_connection.transaction() as connection:
-            yield connection
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return self._on_free(_JournalConnection.transaction)
+
+    def session_write(self) -> AbstractAsyncContextManager[_Write]:
+        return self._on_free(_JournalConnection.session_write)
+
+    def direct_write(self) -> AbstractAsyncContextManager[_Write]:
+        return self._on_free(_JournalConnection.direct_write)
 
     @asynccontextmanager
-    async def session_write(self) -> AsyncIterator[_Write]:
-        async with self._take() as journal_connection, journal_connection.session_write() as write:
-            yield write
-
-    @asynccontextmanager
-    async def direct_write(self) -> AsyncIterator[_Write]:
-        async with self._take() as journal_connection, journal_connection.direct_write() as write:
-            yield write
-
-    @asynccontextmanager
-    async def _take(self) -> AsyncIterator[_JournalConnection]:
+    async def _on_free(
+        self, use: Callable[[_JournalConnection], AbstractAsyncContextManager[Any]]
+    ) -> AsyncIterator[Any]:
+        """Enter `use` on a free connection, waiting for one while all are in use."""
         journal_connection = await self._free.get()
         try:
-            yield journal_connection
+            async with use(journal_connection) as value:
+                yield value
         finally:
             self._free.put_nowait(journal_connection)
 

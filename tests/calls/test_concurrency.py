@@ -76,7 +76,7 @@ async def test_locked_row_delays_only_its_call(serve, fake_asterisk, database):
     await _wait_for_row(database, locked.channel_id)
 
     async with database.engine.connect() as locker:
-        # Another transaction locks the first call's row, so its answer's UPDATE waits.
+        # Another transaction locks the first call's row, so the UPDATE that records its answer waits.
         await locker.execute(
             text("SELECT id FROM calls WHERE channel_id = :channel FOR UPDATE"), {"channel": locked.channel_id}
         )
