@@ -7,6 +7,7 @@ one line naming the file (or variable), the key and what was expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -202,6 +203,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     _check_database_url(config, origin)
     _check_ari_url(config, origin)
     _check_recording_name(config, origin)
+    _check_numbers(config, origin)
     _check_delivery(config, origin)
     return config
 
@@ -411,6 +413,47 @@ def _check_recording_name(config: Config, origin: str) -> None:
         raise ConfigError(
             f"{origin}: recording.name_template is {template!r}: it leaves the recording folder; "
             f"expected {expected}"
+        )
+
+
+# The lowest value of numeric settings outside [delivery], and whether that value itself is valid.
+# Delivery settings are checked in delivery/checks.py.
+_MINIMUMS: dict[tuple[str, str], tuple[float, bool]] = {
+    ("ari", "reconnect_min_delay"): (0, False),
+    ("ari", "reconnect_max_delay"): (0, False),
+    ("ari", "request_timeout"): (0, False),
+    ("calls", "ring_timeout"): (1, True),
+    ("calls", "fallback_retry_seconds"): (0, True),
+    ("calls", "route_cache_seconds"): (0, True),
+    ("tracking", "rate_limit_per_minute"): (0, True),
+    ("tracking", "rate_limit_burst"): (0, True),
+    ("tracking", "site_cache_seconds"): (0, True),
+}
+
+
+def _check_numbers(config: Config, origin: str) -> None:
+    """Raise ConfigError for a number that is not finite or is below its setting's minimum.
+
+    TOML and the environment accept nan and inf. Without this check such a value would reach
+    the timers of the first call that uses it, instead of stopping the program at start.
+    """
+    for section_field in dataclasses.fields(Config):
+        section = getattr(config, section_field.name)
+        for setting in dataclasses.fields(section):
+            value = getattr(section, setting.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(
+                    f"{origin}: {section_field.name}.{setting.name} is {value}; expected a finite number"
+                )
+    for (name, key), (minimum, minimum_valid) in _MINIMUMS.items():
+        value = getattr(getattr(config, name), key)
+        if value < minimum or (value == minimum and not minimum_valid):
+            expected = f"at least {minimum}" if minimum_valid else f"greater than {minimum}"
+            raise ConfigError(f"{origin}: {name}.{key} is {value}; expected a number {expected}")
+    if config.ari.reconnect_min_delay > config.ari.reconnect_max_delay:
+        raise ConfigError(
+            f"{origin}: ari.reconnect_min_delay ({config.ari.reconnect_min_delay}) is greater than "
+            f"ari.reconnect_max_delay ({config.ari.reconnect_max_delay})"
         )
 
 

@@ -69,6 +69,17 @@ def test_config_path_from_environment(tmp_path):
         ('[recording]\nname_template = "calls/{date}"\n', "without {call_id} every call's recording"),
         ('[recording]\nname_template = "../{call_id}"\n', "it leaves the recording folder"),
         ('[recording]\nname_template = "/tmp/{call_id}"\n', "it leaves the recording folder"),
+        ('[ari]\nrequest_timeout = nan\n', "ari.request_timeout is nan; expected a finite number"),
+        ('[calls]\nfallback_retry_seconds = inf\n', "calls.fallback_retry_seconds is inf; expected a finite number"),
+        ('[delivery]\npoll_interval = -inf\n', "delivery.poll_interval is -inf; expected a finite number"),
+        ('[ari]\nrequest_timeout = 0\n', "ari.request_timeout is 0.0; expected a number greater than 0"),
+        ('[calls]\nring_timeout = 0\n', "calls.ring_timeout is 0; expected a number at least 1"),
+        ('[calls]\nroute_cache_seconds = -1\n', "calls.route_cache_seconds is -1.0; expected a number at least 0"),
+        ('[tracking]\nrate_limit_per_minute = -5\n', "tracking.rate_limit_per_minute is -5; expected a number at least 0"),
+        (
+            '[ari]\nreconnect_min_delay = 60\n',
+            "ari.reconnect_min_delay (60.0) is greater than ari.reconnect_max_delay (30.0)",
+        ),
         pytest.param(
             "x = " + "[" * 3000 + "]" * 3000 + "\n", "malformed TOML: arrays or tables nested too deeply",
             id="nested-3000-deep",
@@ -105,6 +116,19 @@ def test_invalid_secret_is_not_shown(tmp_path, text, secret):
 
     assert str(raised.value).startswith(str(path))
     assert secret not in str(raised.value)
+
+
+def test_environment_nan_rejected():
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, environ={"PBX_BRIDGE_ARI_REQUEST_TIMEOUT": "nan"})
+
+    assert "ari.request_timeout is nan; expected a finite number" in str(raised.value)
+
+
+def test_zero_fallback_retry_accepted(tmp_path):
+    config = load_config(write(tmp_path, "[calls]\nfallback_retry_seconds = 0\n"), environ={})
+
+    assert config.calls.fallback_retry_seconds == 0.0
 
 
 def test_invalid_environment_value_names_variable():
