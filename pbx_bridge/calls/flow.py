@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from models import HangupSide, Outcome, RecordingState
+from models import Call, HangupSide, Outcome, RecordingState
 from pbx_bridge.ari import AriClient, AriError, AriUnavailable, Conflict, NotFound, NotInStasis, ServerError
 from pbx_bridge.calls.journal import (
     JOURNAL_ERRORS,
@@ -50,6 +50,8 @@ CAUSE_TEXTS = {
 # Seconds past a destination's ring timeout after which pbx-bridge gives up on the leg itself,
 # in case Asterisk never reports how the dial ended.
 LEG_TIMEOUT_MARGIN = 10.0
+# Characters of an outbound leg's channel id: the length of the journal's outbound_channel_id.
+MAX_LEG_ID_LENGTH = Call.__table__.c.outbound_channel_id.type.length
 # Asterisk names the application's outbound legs by this first Stasis argument.
 OUTBOUND_ARG = "outbound"
 # Seconds before the first retry of a failed `continue` to the fallback context, doubled after
@@ -327,8 +329,10 @@ class CallFlow:
         while self.pending and self.caller_in_stasis:
             destination = self.pending.pop(0)
             # Unique across processes: a call taken over after a restart must not reuse a leg id
-            # that the previous process's leg may still hold in Asterisk.
-            leg_id = f"{self.channel_id}-{len(self.legs) + 1}-{secrets.token_hex(3)}"
+            # that the previous process's leg may still hold in Asterisk. The caller's channel id
+            # is cut so that the leg id fits the journal's outbound_channel_id column.
+            suffix = f"-{len(self.legs) + 1}-{secrets.token_hex(3)}"
+            leg_id = self.channel_id[: MAX_LEG_ID_LENGTH - len(suffix)] + suffix
             leg = Leg(channel_id=leg_id, destination=destination)
             self.legs[leg.channel_id] = leg
             # Events of the new channel can arrive before the REST answer: bind its id first.

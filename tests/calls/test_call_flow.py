@@ -275,6 +275,26 @@ async def test_company_line_gets_caller_id(serve, fake_asterisk, database):
     assert dial.params["timeout"] == "20"
 
 
+async def test_long_channel_id_answered(serve, fake_asterisk, database):
+    # Asterisk's channel ids reach 149 characters (AST_MAX_PUBLIC_UNIQUEID in channel.h), because
+    # a systemname of up to 127 characters comes first. This one fills the 64-character column.
+    channel_id = "asterisk-" + "a" * 42 + "-1796461574.1"
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567", channel_id=channel_id)
+
+    row = await journal_row(database, channel_id)
+
+    create = next(r for r in fake_asterisk.requests if r.rest == "POST /channels/create")
+    assert call.channel_id == channel_id
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert row.answered_by == OFFICE
+    assert row.outbound_channel_id == create.params["channelId"]
+    assert len(row.outbound_channel_id) <= 64
+    assert row.error is None
+    assert row.recording.state == "done"
+
+
 async def test_failing_destinations_journal_failed(serve, fake_asterisk, database):
     fake_asterisk.script_endpoint(OFFICE, Fail(cause=34))
     fake_asterisk.script_endpoint(MOBILE, Fail(cause=38))

@@ -145,10 +145,10 @@ class Pbx:
 
     def place_inbound_call(self, app: str, dialed: str, *, caller: Party, endpoint: str,
                            context: str, stasis_args: list[str] | None = None,
-                           channel: Channel | None = None) -> Call:
+                           channel: Channel | None = None, channel_id: str | None = None) -> Call:
         """Run `Stasis(app, dialed)` for a new inbound channel, or the dialplan fallback if it fails."""
         if channel is None:
-            channel = self.new_channel(endpoint, state="Ring")
+            channel = self.new_channel(endpoint, state="Ring", channel_id=channel_id)
             channel.protocol_id = trunk_protocol_id() if endpoint.startswith("PJSIP/") else ""
             channel.caller = caller
         channel.context, channel.exten, channel.priority = context, dialed, 2

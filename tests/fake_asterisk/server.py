@@ -138,15 +138,16 @@ class FakeAsterisk:
 
     async def incoming_call(self, dialed: str, caller_number: str = "", caller_name: str = "", *,
                             endpoint: str = "PJSIP/trunk", context: str = "calltracking-inbound",
-                            stasis_args: list[str] | None = None) -> Call:
+                            stasis_args: list[str] | None = None, channel_id: str | None = None) -> Call:
         """Place an inbound call that runs `Stasis(<app>,<dialed>)` in `context`.
 
+        `channel_id` sets the caller's channel id, which is otherwise a new unique id.
         Without an attached websocket Stasis() fails and `call.fell_back` records the dialplan
         fallback, as the sample dialplan's STASISSTATUS=FAILED branch takes it.
         """
         return self.pbx.place_inbound_call(self.app, dialed, caller=Party(caller_name, caller_number),
                                            endpoint=endpoint, context=context,
-                                           stasis_args=stasis_args)
+                                           stasis_args=stasis_args, channel_id=channel_id)
 
     async def caller_hangs_up(self, channel_id: str, cause: int | None = 16,
                               tech_cause: int | None = None, *, after: float = 0.0) -> None:
