@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -26,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import String, bindparam, exists, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.dml import UpdateBase
@@ -55,6 +56,13 @@ POSTGRES_CONNECTIONS = 4
 
 _CALLS = Call.__table__
 _CALL_COLUMNS = tuple(column.key for column in _CALLS.columns if column.key != "id")
+# Maximum length of each string column of calls. Longer values are cut to fit, because PostgreSQL
+# would reject the whole write and leave the row in progress.
+_CALL_LENGTHS = {
+    column.key: column.type.length
+    for column in _CALLS.columns
+    if isinstance(column.type, String) and column.type.length is not None
+}
 _RECORDINGS = Recording.__table__
 # Parameters that select rows are named apart from the columns, because an UPDATE takes a
 # parameter named after a column as that column's new value.
@@ -161,13 +169,13 @@ class Journal:
         route = await self.router.resolve(self._connections.transaction, start.dialed_raw, start.started_at)
         webhooks = await self._company_webhooks(route.company_id)
         values = {
-            "channel_id": start.channel_id,
+            "channel_id": stored_channel_id(start.channel_id),
             "linkedid": start.linkedid,
             "caller_number": start.caller_number,
-            "caller_raw": start.caller_raw[:200],
-            "caller_name": start.caller_name[:200] if start.caller_name else None,
+            "caller_raw": start.caller_raw,
+            "caller_name": start.caller_name or None,
             "dialed_number": route.dialed_number,
-            "dialed_raw": start.dialed_raw[:200],
+            "dialed_raw": start.dialed_raw,
             "company_id": route.company_id,
             "tracking_number_id": route.tracking_number_id,
             "source_id": route.source_id,
@@ -179,6 +187,7 @@ class Journal:
             "attempts": [],
             "updated_at": utcnow(),
         }
+        _cut_to_columns(values)
         statement, params = _INSERT_CALL, values
         caller_key: tuple[int, str] | None = None
         if start.caller_number is not None and route.company_id is not None:
@@ -223,7 +232,8 @@ class Journal:
         route = await self.router.resolve(self._connections.transaction, start.dialed_raw, start.started_at)
         async with self._connections.transaction() as connection:
             async with AsyncSession(bind=connection) as session:
-                call = await session.scalar(select(Call).where(Call.channel_id == start.channel_id))
+                channel_id = stored_channel_id(start.channel_id)
+                call = await session.scalar(select(Call).where(Call.channel_id == channel_id))
                 if call is None:
                     raise LookupError(f"journal row of channel {start.channel_id} not found after a conflict")
                 row = _Row.of(call)
@@ -435,6 +445,7 @@ class Journal:
     async def _update_call(self, write: _Write, row: _Row, values: dict[str, Any]) -> None:
         """Write `values` to the row and to the journal's copy of it."""
         values["updated_at"] = utcnow()
+        _cut_to_columns(values)
         await write.execute(_UPDATE_CALL, {"row_id": row.id, **values})
         row.values.update(values)
 
@@ -650,6 +661,27 @@ class _RecordingRow:
 
     values: dict[str, Any]
     inserted: bool = False
+
+
+def stored_channel_id(channel_id: str) -> str:
+    """Return a channel id as the calls table stores it.
+
+    An id longer than the column keeps its start, and a hash of the whole id takes the place
+    of the rest, so that two long ids with the same start stay two rows.
+    """
+    length = _CALL_LENGTHS["channel_id"]
+    if len(channel_id) <= length:
+        return channel_id
+    digest = hashlib.blake2b(channel_id.encode(), digest_size=8).hexdigest()
+    return f"{channel_id[:length - len(digest) - 1]}~{digest}"
+
+
+def _cut_to_columns(values: dict[str, Any]) -> None:
+    """Cut each string in `values` that is longer than its column of calls."""
+    for name, value in values.items():
+        length = _CALL_LENGTHS.get(name)
+        if length is not None and isinstance(value, str) and len(value) > length:
+            values[name] = value[:length]
 
 
 def _log_lost_row(start: CallStart, end: CallEnd, reason: str) -> None:

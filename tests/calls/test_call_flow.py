@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from pbx_bridge.calls.journal import stored_channel_id
 from tests.calls.conftest import (
     MOBILE,
     OFFICE,
@@ -293,6 +294,23 @@ async def test_long_channel_id_answered(serve, fake_asterisk, database):
     assert len(row.outbound_channel_id) <= 64
     assert row.error is None
     assert row.recording.state == "done"
+
+
+async def test_channel_id_over_column_answered(serve, fake_asterisk, database):
+    channel_id = "asterisk-" + "a" * 127 + "-1796461574.1"
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567", channel_id=channel_id)
+
+    row = await journal_row(database, stored_channel_id(channel_id))
+
+    assert call.fell_back is None
+    assert row.channel_id.startswith(channel_id[:40])
+    assert row.linkedid == channel_id[:64]
+    assert row.outcome == "answered"
+    assert row.answered_by == OFFICE
+    assert row.error is None
+    assert row.recording.state == "done"
+    assert row.recording.name.endswith(channel_id)
 
 
 async def test_failing_destinations_journal_failed(serve, fake_asterisk, database):

@@ -354,3 +354,36 @@ async def test_call_error_leaves_recording_error_empty(database, company):
     assert recording.state == "done"
     assert recording.duration_seconds == 116
     assert recording.error is None
+
+
+@WEBHOOK_EVENTS
+async def test_long_values_cut_to_columns(database, company, webhook_events):
+    await _add_webhook(database, company, webhook_events)
+    # Asterisk's channel ids reach 149 characters, and the channel_id column takes 64.
+    channel_id = "asterisk-" + "a" * 80 + "-1796461574.1"
+    start = dataclasses.replace(_start(channel_id), caller_name="N" * 300)
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(start)
+        # The same start apart from the last character: a call of its own.
+        twin_id, _ = await journal.open(_start(channel_id[:-1] + "2"))
+        await journal.finish(call_id, dataclasses.replace(_end(), hangup_cause_text="T" * 300), None)
+        other = Journal(database, CallsConfig())
+        try:
+            taken_id, _ = await other.open(start)
+        finally:
+            await other.close()
+    finally:
+        await journal.close()
+
+    async with database.sessions() as session:
+        row = await session.get(Call, call_id)
+    assert twin_id != call_id
+    assert taken_id == call_id
+    assert len(row.channel_id) == 64
+    assert row.channel_id.startswith(channel_id[:40])
+    assert row.linkedid == channel_id[:64]
+    assert row.caller_name == "N" * 200
+    assert row.hangup_cause_text == "T" * 100
+    assert row.outcome == "answered"
+    assert row.tags == ["taken-over"]
