@@ -50,8 +50,10 @@ CAUSE_TEXTS = {
 # Seconds past a destination's ring timeout after which pbx-bridge gives up on the leg itself,
 # in case Asterisk never reports how the dial ended.
 LEG_TIMEOUT_MARGIN = 10.0
-# Characters of an outbound leg's channel id: the length of the journal's outbound_channel_id.
+# Maximum length of an outbound leg's channel id: the length of the journal's outbound_channel_id.
 MAX_LEG_ID_LENGTH = Call.__table__.c.outbound_channel_id.type.length
+# Maximum recording duration the journal stores, in seconds, because its column is a 32-bit integer.
+MAX_RECORDING_SECONDS = 2**31 - 1
 # Asterisk names the application's outbound legs by this first Stasis argument.
 OUTBOUND_ARG = "outbound"
 # Seconds before the first retry of a failed `continue` to the fallback context, doubled after
@@ -460,7 +462,7 @@ class CallFlow:
             return
         recording = event.get("recording") or {}
         if event["type"] == "RecordingFinished":
-            self.recording_end = RecordingEnd(RecordingState.DONE, recording.get("duration"))
+            self.recording_end = RecordingEnd(RecordingState.DONE, _recording_duration(recording.get("duration")))
         elif event["type"] == "RecordingFailed":
             cause = recording.get("cause") or "Asterisk reported RecordingFailed"
             log.warning("call %s: recording failed: %s", self.channel_id, cause)
@@ -486,10 +488,11 @@ class CallFlow:
             self.caller_hangup_at = event_time(event)
 
     def _note_cause(self, event: dict[str, Any]) -> None:
-        cause = event.get("cause")
+        cause = _cause_number(event.get("cause"))
+        text = event.get("cause_txt")
         channel_id = (event.get("channel") or {}).get("id")
         if cause is not None and channel_id and channel_id not in self.causes:
-            self.causes[channel_id] = (int(cause), event.get("cause_txt"))
+            self.causes[channel_id] = (cause, text if isinstance(text, str) else None)
 
     def _hangup_cause(self, side: HangupSide) -> tuple[int | None, str | None]:
         """Return the hangup cause of the side that ended the call: the caller, the answered leg,
@@ -686,6 +689,24 @@ def _missed_outcome(attempts: list[dict[str, Any]]) -> Outcome:
     """Return the outcome of a call no destination answered, from its last attempt."""
     last = attempts[-1]["status"] if attempts else None
     return {"BUSY": Outcome.BUSY, "NOANSWER": Outcome.NO_ANSWER}.get(last, Outcome.FAILED)
+
+
+def _cause_number(value: Any) -> int | None:
+    """Return an event's hangup cause, or None unless it is a Q.850 cause number (0 to 127)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        cause = int(value)
+    except ValueError:
+        return None
+    return cause if 0 <= cause <= 127 else None
+
+
+def _recording_duration(value: Any) -> int | None:
+    """Return a recording's duration in seconds, or None for a value the journal cannot store."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= MAX_RECORDING_SECONDS else None
 
 
 def event_time(event: dict[str, Any]) -> datetime:

@@ -313,6 +313,61 @@ async def test_channel_id_over_column_answered(serve, fake_asterisk, database):
     assert row.recording.name.endswith(channel_id)
 
 
+@pytest.mark.parametrize("cause", [2**40, -1, "busy"])
+async def test_invalid_hangup_cause_not_journaled(serve, fake_asterisk, database, cause):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_bridged(call.channel_id), timeout=5)
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=cause)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "answered"
+    assert row.hangup_side == "caller"
+    assert row.hangup_cause is None
+    assert row.hangup_cause_text is None
+    assert row.error is None
+
+
+@pytest.mark.parametrize("text", [["Normal Clearing"], "x" * 300])
+async def test_odd_cause_text_journaled(serve, fake_asterisk, database, text):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_bridged(call.channel_id), timeout=5)
+    channel = fake_asterisk.pbx.channels[call.channel_id]
+    fake_asterisk.pbx.emit_channel(channel, "ChannelHangupRequest", cause=16, cause_txt=text)
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "answered"
+    assert row.hangup_cause == 16
+    assert row.hangup_cause_text == ("Normal Clearing" if isinstance(text, list) else text[:100])
+
+
+@pytest.mark.parametrize("duration", [2**40, -5, "long"])
+async def test_invalid_recording_duration_not_journaled(serve, fake_asterisk, database, duration):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_bridged(call.channel_id), timeout=5)
+    await fake_asterisk.wait_for(lambda: bool(fake_asterisk.pbx.live_recordings), timeout=5)
+    recording = next(iter(fake_asterisk.pbx.live_recordings.values()))
+    bridge = fake_asterisk.pbx.bridges[recording.bridge_id]
+    # Asterisk's own RecordingFinished comes after this one, which the call flow reads first.
+    fake_asterisk.pbx.emit(
+        set(bridge.apps), "RecordingFinished",
+        recording={**recording.to_json(), "state": "done", "duration": duration},
+    )
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16, after=0.1)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "answered"
+    assert row.hangup_cause == 16
+    assert row.recording.state == "done"
+    assert row.recording.duration_seconds is None
+
+
 async def test_failing_destinations_journal_failed(serve, fake_asterisk, database):
     fake_asterisk.script_endpoint(OFFICE, Fail(cause=34))
     fake_asterisk.script_endpoint(MOBILE, Fail(cause=38))
