@@ -153,7 +153,8 @@ class Journal:
             try:
                 return await self._open_once(start)
             except IntegrityError:
-                # A previous pbx-bridge process opened this call's row before it stopped.
+                # A previous pbx-bridge process opened this call's row before it stopped, or the
+                # route names a company, number or source deleted since the router read it.
                 return await self._reopen(start)
             except JOURNAL_ERRORS as error:
                 if delay is None:
@@ -230,16 +231,29 @@ class Journal:
 
     async def _reopen(self, start: CallStart) -> tuple[int, Route]:
         route = await self.router.resolve(self._connections.transaction, start.dialed_raw, start.started_at)
+        row = await self._take_over(start)
+        if row is None:
+            log.warning(
+                "call %s: journal INSERT violated a constraint but no row of the channel exists; "
+                "the cached route may name a deleted company, number or source, so it is read again",
+                start.channel_id,
+            )
+            self.router.clear_cache()
+            return await self._open_once(start)
+        self._rows[row.id] = row
+        return row.id, route
+
+    async def _take_over(self, start: CallStart) -> _Row | None:
+        """Tag the row that an earlier process opened for this call and return it, or None if none exists."""
         async with self._connections.transaction() as connection:
             async with AsyncSession(bind=connection) as session:
                 channel_id = stored_channel_id(start.channel_id)
                 call = await session.scalar(select(Call).where(Call.channel_id == channel_id))
                 if call is None:
-                    raise LookupError(f"journal row of channel {start.channel_id} not found after a conflict")
+                    return None
                 row = _Row.of(call)
             await self._update_call(_SessionWrite(connection), row, {"tags": sorted({*row.tags, "taken-over"})})
-        self._rows[row.id] = row
-        return row.id, route
+        return row
 
     async def answered(
         self,

@@ -117,6 +117,10 @@ class Router:
             self._cache[dialed] = (now + self.calls.route_cache_seconds, settings)
         return settings
 
+    def clear_cache(self) -> None:
+        """Forget every number's settings, so that the next call reads them again."""
+        self._cache.clear()
+
     def _default_destinations(self) -> tuple[Destination, ...]:
         if not self.calls.default_destination:
             return ()

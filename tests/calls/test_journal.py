@@ -7,10 +7,10 @@ import dataclasses
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import selectinload
 
-from models import Call, Delivery, Recording, RecordingState, Webhook, utcnow
+from models import Call, Delivery, Recording, RecordingState, Source, Webhook, utcnow
 from pbx_bridge.calls import journal as journal_module
 from pbx_bridge.calls.journal import CallEnd, CallStart, Journal, RecordingEnd, RecordingStart
 from pbx_bridge.config import CallsConfig
@@ -387,3 +387,23 @@ async def test_long_values_cut_to_columns(database, company, webhook_events):
     assert row.hangup_cause_text == "T" * 100
     assert row.outcome == "answered"
     assert row.tags == ["taken-over"]
+
+
+async def test_deleted_source_in_cached_route(database, company):
+    journal = Journal(database, CallsConfig())
+    try:
+        await journal.open(_start("cached"))
+        # Deleted through the admin API while the router still keeps the number's settings.
+        async with database.transaction() as session:
+            await session.execute(delete(Source))
+        call_id, route = await journal.open(_start("after-delete"))
+    finally:
+        await journal.close()
+
+    row = await _row(database, "after-delete")
+    assert row.id == call_id
+    assert route.source_id is None
+    assert row.source_id is None
+    assert row.company_id == company
+    assert row.attribution == "static"
+    assert row.tags == []
