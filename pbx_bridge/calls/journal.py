@@ -294,8 +294,16 @@ class Journal:
         """Complete the row, and the recording's row when the call had one.
 
         While the database is unreachable the write is retried in the background, so the call's
-        task is free and the row is completed once the database is back.
+        task is free and the row is completed once the database is back. A write that fails
+        otherwise is not retried, and the call's end goes to the log as JSON.
         """
+
+        def give_up(reason: str) -> None:
+            log.error(
+                "journal row %s not completed (%s): %s", call_id, reason,
+                json.dumps(dataclasses.asdict(end), default=str, ensure_ascii=False),
+            )
+
         try:
             await self._finish_once(call_id, end, recording)
         except JOURNAL_ERRORS as error:
@@ -306,13 +314,13 @@ class Journal:
             self._retry_in_background(
                 f"journal-finish-{call_id}",
                 lambda: self._finish_once(call_id, end, recording),
-                on_give_up=lambda reason: log.error(
-                    "journal row %s not completed (%s): %s", call_id, reason,
-                    json.dumps(dataclasses.asdict(end), default=str, ensure_ascii=False),
-                ),
+                on_give_up=give_up,
                 cleanup=lambda: self._forget(call_id),
             )
             return
+        except Exception as error:
+            log.exception("journal row %s: write failed and is not retried", call_id)
+            give_up(f"write failed: {type(error).__name__}")
         self._forget(call_id)
 
     def _forget(self, call_id: int) -> None:
@@ -412,6 +420,11 @@ class Journal:
                     on_give_up(f"database still unreachable: {type(error).__name__}")
                     return
                 delay = next(delays, delay)
+            except Exception as error:
+                # A retry would meet the same failure, such as a violated constraint.
+                log.exception("journal write %s failed and is not retried", asyncio.current_task().get_name())
+                on_give_up(f"write failed: {type(error).__name__}")
+                return
 
     async def close(self) -> None:
         """Stop retrying deferred writes; each one still unwritten goes to the log whole."""

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import delete, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from models import Call, Delivery, Recording, RecordingState, Source, Webhook, utcnow
@@ -407,3 +408,51 @@ async def test_deleted_source_in_cached_route(database, company):
     assert row.company_id == company
     assert row.attribution == "static"
     assert row.tags == []
+
+
+async def test_unwritable_row_logged(database, company, monkeypatch, caplog):
+    async def open_fails(self, start):
+        # A failure that a retry meets again, unlike a database that is down.
+        raise IntegrityError("INSERT INTO calls", {}, ValueError("constraint violated"))
+
+    monkeypatch.setattr(journal_module, "WRITE_LATER_DELAYS", (0.1,))
+    monkeypatch.setattr(Journal, "_open_once", open_fails)
+    journal = Journal(database, CallsConfig())
+    try:
+        journal.write_later(_start("unwritable"), _end())
+        for _ in range(50):
+            if not journal._deferred:
+                break
+            await asyncio.sleep(0.1)
+        deferred = len(journal._deferred)
+    finally:
+        await journal.close()
+
+    lost = [record.getMessage() for record in caplog.records if "journal row not written" in record.getMessage()]
+    assert deferred == 0
+    assert len(lost) == 1
+    assert "write failed: IntegrityError" in lost[0]
+    assert '"channel_id": "unwritable"' in lost[0]
+    assert '"outcome": "answered"' in lost[0]
+    assert await _row(database, "unwritable") is None
+
+
+async def test_unwritable_end_logged(database, company, monkeypatch, caplog):
+    async def finish_fails(self, call_id, end, recording):
+        raise IntegrityError("UPDATE calls", {}, ValueError("constraint violated"))
+
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("unfinished"))
+        monkeypatch.setattr(Journal, "_finish_once", finish_fails)
+        await journal.finish(call_id, _end(), None)
+        kept = (dict(journal._rows), len(journal._deferred))
+    finally:
+        await journal.close()
+
+    lost = [record.getMessage() for record in caplog.records if "not completed" in record.getMessage()]
+    assert kept == ({}, 0)
+    assert len(lost) == 1
+    assert f"journal row {call_id} not completed (write failed: IntegrityError)" in lost[0]
+    assert '"outcome": "answered"' in lost[0]
+    assert (await _row(database, "unfinished")).outcome == "in-progress"
