@@ -134,8 +134,8 @@ class CallFlow:
         self.missing_args = not args
         self.dialed_raw = str(args[0]) if args else str(channel.get("dialplan", {}).get("exten", ""))
         caller = channel.get("caller") or {}
-        self.caller = parse_caller_id(caller.get("number"), config.calls.default_region)
-        self.caller_name = caller.get("name") or None
+        self.caller = parse_caller_id(_text_or_none(caller.get("number")), config.calls.default_region)
+        self.caller_name = _text_or_none(caller.get("name")) or None
         # ARI's Channel model has no linkedid. A call from a trunk starts its own linked id, so the
         # caller's channel id is it, unless ari.conf `channelvars` exports CHANNEL(linkedid).
         self.linkedid = (channel.get("channelvars") or {}).get("CHANNEL(linkedid)") or self.channel_id
@@ -691,6 +691,11 @@ def _missed_outcome(attempts: list[dict[str, Any]]) -> Outcome:
     return {"BUSY": Outcome.BUSY, "NOANSWER": Outcome.NO_ANSWER}.get(last, Outcome.FAILED)
 
 
+def _text_or_none(value: Any) -> str | None:
+    """Return an event's string field, or None for another JSON value, which the call flow ignores."""
+    return value if isinstance(value, str) else None
+
+
 def _cause_number(value: Any) -> int | None:
     """Return an event's hangup cause, or None unless it is a Q.850 cause number (0 to 127)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
@@ -717,7 +722,7 @@ def event_time(event: dict[str, Any]) -> datetime:
         # strptime takes 8 µs. It also reads a date alone, which has no time zone: not Asterisk's.
         try:
             at = datetime.fromisoformat(stamp)
-        except ValueError:
+        except (TypeError, ValueError):
             at = None
         if at is not None and at.tzinfo is not None:
             return at.astimezone(timezone.utc)

@@ -3,10 +3,11 @@ row is checked field by field. Each test runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from pbx_bridge.calls.flow import event_time as flow_event_time
 from pbx_bridge.calls.journal import stored_channel_id
 from tests.calls.conftest import (
     MOBILE,
@@ -160,6 +161,29 @@ async def test_non_numeric_caller_id_kept_raw(serve, fake_asterisk, database, ca
     assert row.caller_number is None
     assert row.first_time_caller is None
     assert row.outcome == "answered"
+
+
+async def test_caller_id_not_text_ignored(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
+    # ARI's CallerID model has strings, but a proxy or a bug could send other JSON values.
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number=79161234567, caller_name=["Ivan"])
+
+    row = await journal_row(database, call.channel_id)
+
+    assert call.fell_back is None
+    assert row.caller_raw == ""
+    assert row.caller_number is None
+    assert row.caller_name is None
+    assert row.outcome == "answered"
+
+
+@pytest.mark.parametrize("stamp", [1796461574, ["2026-12-05T09:30:00.000+0000"], "2026-12-05"])
+def test_event_time_odd_timestamp_now(stamp):
+    before = datetime.now(timezone.utc)
+
+    at = flow_event_time({"type": "StasisStart", "timestamp": stamp})
+
+    assert before <= at <= datetime.now(timezone.utc)
 
 
 @pytest.mark.parametrize(
