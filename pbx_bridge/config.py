@@ -203,7 +203,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     _check_database_url(config, origin)
     _check_ari_url(config, origin)
     _check_recording_name(config, origin)
-    _check_numbers(config, origin)
+    _check_numbers(config, origin, environ)
     _check_delivery(config, origin)
     return config
 
@@ -431,7 +431,7 @@ _MINIMUMS: dict[tuple[str, str], tuple[float, bool]] = {
 }
 
 
-def _check_numbers(config: Config, origin: str) -> None:
+def _check_numbers(config: Config, origin: str, environ: Mapping[str, str]) -> None:
     """Raise ConfigError for a number that is not finite or is below its setting's minimum.
 
     TOML and the environment accept nan and inf. Without this check such a value would reach
@@ -442,19 +442,30 @@ def _check_numbers(config: Config, origin: str) -> None:
         for setting in dataclasses.fields(section):
             value = getattr(section, setting.name)
             if isinstance(value, float) and not math.isfinite(value):
+                where = _setting_origin(origin, environ, section_field.name, setting.name)
                 raise ConfigError(
-                    f"{origin}: {section_field.name}.{setting.name} is {value}; expected a finite number"
+                    f"{where}: {section_field.name}.{setting.name} is {value}; expected a finite number"
                 )
     for (name, key), (minimum, minimum_valid) in _MINIMUMS.items():
         value = getattr(getattr(config, name), key)
         if value < minimum or (value == minimum and not minimum_valid):
             expected = f"at least {minimum}" if minimum_valid else f"greater than {minimum}"
-            raise ConfigError(f"{origin}: {name}.{key} is {value}; expected a number {expected}")
+            where = _setting_origin(origin, environ, name, key)
+            raise ConfigError(f"{where}: {name}.{key} is {value}; expected a number {expected}")
     if config.ari.reconnect_min_delay > config.ari.reconnect_max_delay:
+        where = _setting_origin(origin, environ, "ari", "reconnect_min_delay")
+        if where == origin:
+            where = _setting_origin(origin, environ, "ari", "reconnect_max_delay")
         raise ConfigError(
-            f"{origin}: ari.reconnect_min_delay ({config.ari.reconnect_min_delay}) is greater than "
+            f"{where}: ari.reconnect_min_delay ({config.ari.reconnect_min_delay}) is greater than "
             f"ari.reconnect_max_delay ({config.ari.reconnect_max_delay})"
         )
+
+
+def _setting_origin(origin: str, environ: Mapping[str, str], section: str, key: str) -> str:
+    """Return where a setting's value came from: its environment variable if set, else `origin`."""
+    variable = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+    return f"environment {variable}" if variable in environ else origin
 
 
 def _check_delivery(config: Config, origin: str) -> None:

@@ -125,6 +125,35 @@ def test_environment_nan_rejected():
     assert "ari.request_timeout is nan; expected a finite number" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"PBX_BRIDGE_ARI_REQUEST_TIMEOUT": "nan"},
+            "environment PBX_BRIDGE_ARI_REQUEST_TIMEOUT: ari.request_timeout is nan; expected a finite number",
+        ),
+        (
+            {"PBX_BRIDGE_CALLS_ROUTE_CACHE_SECONDS": "-1"},
+            "environment PBX_BRIDGE_CALLS_ROUTE_CACHE_SECONDS: calls.route_cache_seconds is -1.0; "
+            "expected a number at least 0",
+        ),
+        (
+            {"PBX_BRIDGE_ARI_RECONNECT_MIN_DELAY": "100"},
+            "environment PBX_BRIDGE_ARI_RECONNECT_MIN_DELAY: ari.reconnect_min_delay (100.0) is greater "
+            "than ari.reconnect_max_delay (30.0)",
+        ),
+    ],
+)
+def test_range_error_names_variable(tmp_path, environ, message):
+    # The file sets other keys only, so naming it would send the operator to the wrong place.
+    path = write(tmp_path, '[ari]\nurl = "http://127.0.0.1:8088"\n')
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ=environ)
+
+    assert str(raised.value) == message
+
+
 def test_zero_fallback_retry_accepted(tmp_path):
     config = load_config(write(tmp_path, "[calls]\nfallback_retry_seconds = 0\n"), environ={})
 

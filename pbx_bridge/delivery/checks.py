@@ -50,6 +50,8 @@ class WebhookSpec:
 
 def check_delivery_config(config: Config, origin: str) -> None:
     """Raise ConfigError for delivery, GA4 or Metrica settings that could never work."""
+    # NOTE: a value set by an environment variable is reported under `origin` (the file, or
+    # "defaults"), not under the variable as config._check_numbers reports it.
     delivery = config.delivery
     for key in ("poll_interval", "retry_min_delay", "retry_max_delay", "give_up_after", "request_timeout"):
         if getattr(delivery, key) <= 0:
