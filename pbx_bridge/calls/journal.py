@@ -377,8 +377,13 @@ class Journal:
     def write_later(self, start: CallStart, end: CallEnd) -> None:
         """Keep retrying the whole row of a call that ended while the database was unreachable."""
 
+        call_id: int | None = None
+
         async def write() -> None:
-            call_id, _ = await self._open_once(start)
+            nonlocal call_id
+            # A retry after the row was opened only completes it: a second INSERT would conflict.
+            if call_id is None:
+                call_id, _ = await self._open_once(start)
             await self._finish_once(call_id, end, None)
             self._forget(call_id)
             log.info("call %s: journal row written after the database came back", start.channel_id)

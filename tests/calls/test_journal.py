@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import delete, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import selectinload
 
 from models import Call, Delivery, Recording, RecordingState, Source, Webhook, utcnow
@@ -456,3 +456,33 @@ async def test_unwritable_end_logged(database, company, monkeypatch, caplog):
     assert f"journal row {call_id} not completed (write failed: IntegrityError)" in lost[0]
     assert '"outcome": "answered"' in lost[0]
     assert (await _row(database, "unfinished")).outcome == "in-progress"
+
+
+async def test_write_later_after_failed_finish(database, company, monkeypatch):
+    original = Journal._finish_once
+    failures: list[int] = []
+
+    async def finish_fails_once(self, call_id, end, recording):
+        if not failures:
+            failures.append(call_id)
+            raise OperationalError("UPDATE calls", {}, OSError("database is down again"))
+        await original(self, call_id, end, recording)
+
+    monkeypatch.setattr(journal_module, "WRITE_LATER_DELAYS", (0.1,))
+    monkeypatch.setattr(Journal, "_finish_once", finish_fails_once)
+    journal = Journal(database, CallsConfig())
+    try:
+        journal.write_later(_start("flapping"), _end())
+        for _ in range(50):
+            if not journal._deferred:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await journal.close()
+
+    row = await _row(database, "flapping")
+    assert len(failures) == 1
+    assert row.id == failures[0]
+    assert row.outcome == "answered"
+    assert row.answered_by == OFFICE
+    assert row.tags == []
