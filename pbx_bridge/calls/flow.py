@@ -54,6 +54,9 @@ LEG_TIMEOUT_MARGIN = 10.0
 MAX_LEG_ID_LENGTH = Call.__table__.c.outbound_channel_id.type.length
 # Maximum recording duration the journal stores, in seconds, because its column is a 32-bit integer.
 MAX_RECORDING_SECONDS = 2**31 - 1
+# Seconds a caller hears ringing while the journal row opens, for example while the INSERT waits
+# for a lock. After that the call goes to the fallback context and the row is written later.
+JOURNAL_OPEN_TIMEOUT = 5.0
 # Asterisk names the application's outbound legs by this first Stasis argument.
 OUTBOUND_ARG = "outbound"
 # Seconds before the first retry of a failed `continue` to the fallback context, doubled after
@@ -183,7 +186,8 @@ class CallFlow:
             started_at=self.state.started_at,
         )
         try:
-            self.call_id, self.route = await self.journal.open(self.start_record)
+            async with asyncio.timeout(JOURNAL_OPEN_TIMEOUT):
+                self.call_id, self.route = await self.journal.open(self.start_record)
         except JOURNAL_ERRORS as error:
             # Without the database there is no route either: the dialplan's fallback dials the
             # company line, and the journal writes the row once the database is back.

@@ -229,9 +229,9 @@ class Journal:
             if entry.users == 0:
                 del self._first_call_locks[caller_key]
 
-    async def _reopen(self, start: CallStart) -> tuple[int, Route]:
+    async def _reopen(self, start: CallStart, tag: str | None = "taken-over") -> tuple[int, Route]:
         route = await self.router.resolve(self._connections.transaction, start.dialed_raw, start.started_at)
-        row = await self._take_over(start)
+        row = await self._take_over(start, tag)
         if row is None:
             log.warning(
                 "call %s: journal INSERT violated a constraint but no row of the channel exists; "
@@ -243,8 +243,8 @@ class Journal:
         self._rows[row.id] = row
         return row.id, route
 
-    async def _take_over(self, start: CallStart) -> _Row | None:
-        """Tag the row that an earlier process opened for this call and return it, or None if none exists."""
+    async def _take_over(self, start: CallStart, tag: str | None) -> _Row | None:
+        """Return the row an earlier attempt opened for this call with `tag` added, or None if none exists."""
         async with self._connections.transaction() as connection:
             async with AsyncSession(bind=connection) as session:
                 channel_id = stored_channel_id(start.channel_id)
@@ -252,7 +252,8 @@ class Journal:
                 if call is None:
                     return None
                 row = _Row.of(call)
-            await self._update_call(_SessionWrite(connection), row, {"tags": sorted({*row.tags, "taken-over"})})
+            if tag is not None:
+                await self._update_call(_SessionWrite(connection), row, {"tags": sorted({*row.tags, tag})})
         return row
 
     async def answered(
@@ -383,7 +384,11 @@ class Journal:
             nonlocal call_id
             # A retry after the row was opened only completes it: a second INSERT would conflict.
             if call_id is None:
-                call_id, _ = await self._open_once(start)
+                try:
+                    call_id, _ = await self._open_once(start)
+                except IntegrityError:
+                    # An open that timed out or lost its connection may have inserted the row.
+                    call_id, _ = await self._reopen(start, tag=None)
             await self._finish_once(call_id, end, None)
             self._forget(call_id)
             log.info("call %s: journal row written after the database came back", start.channel_id)
@@ -613,6 +618,12 @@ class _JournalConnection:
                 # The failure may have broken the connection (a lost server, a cancelled
                 # statement). A new one costs milliseconds, and a broken one fails every call.
                 self._connection = self._direct = None
+                if isinstance(error, asyncio.CancelledError):
+                    # On SQLite a cancelled statement goes on waiting for another writer's lock in
+                    # the driver's thread, and closing the connection waits for it. So a cancelled
+                    # write, such as an open that timed out, closes the connection in the background.
+                    _discard_in_background(connection)
+                    raise
                 await _discard(connection)
                 lost = isinstance(error, DBAPIError) and error.connection_invalidated
                 if lost and not isinstance(error, JOURNAL_ERRORS):
@@ -677,6 +688,16 @@ async def _discard(connection: AsyncConnection) -> None:
         await connection.close()
     except Exception as error:
         log.debug("journal connection did not close cleanly: %s", type(error).__name__)
+
+
+# Tasks of `_discard_in_background`, kept here so that they are not garbage collected while they run.
+_discarding: set[asyncio.Task[None]] = set()
+
+
+def _discard_in_background(connection: AsyncConnection) -> None:
+    task = asyncio.get_running_loop().create_task(_discard(connection))
+    _discarding.add(task)
+    task.add_done_callback(_discarding.discard)
 
 
 @dataclass

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from pbx_bridge.calls.flow import CallFlow
@@ -138,6 +139,30 @@ async def test_failed_final_write_is_retried(service, fake_asterisk, database, m
     assert row.id == failures[0]
     assert row.outcome == "answered"
     assert row.recording.state == "done"
+
+
+async def test_blocked_journal_falls_back(service, fake_asterisk, database, company, monkeypatch):
+    monkeypatch.setattr("pbx_bridge.calls.flow.JOURNAL_OPEN_TIMEOUT", 0.5)
+    monkeypatch.setattr("pbx_bridge.calls.journal.WRITE_LATER_DELAYS", (0.2,))
+    async with database.engine.connect() as locker:
+        # The INSERT of the row waits: on PostgreSQL for the company row its foreign key reads,
+        # on SQLite for the write lock of this open transaction.
+        if database.is_sqlite:
+            await locker.execute(text("UPDATE companies SET name = name WHERE id = :id"), {"id": company})
+        else:
+            await locker.execute(text("SELECT id FROM companies WHERE id = :id FOR UPDATE"), {"id": company})
+        call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+        await fake_asterisk.wait_for(lambda: call.fell_back is not None, timeout=5)
+        await locker.rollback()
+
+    row = await journal_row(database, call.channel_id, timeout=15)
+
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert call.fell_back["extension"] == TRACKED_DIALED
+    assert row.outcome == "failed"
+    assert row.error.startswith("journal unavailable: TimeoutError")
+    assert row.tags == ["fallback"]
+    assert row.company_id == company
 
 
 def channel_creation_time(fake, channel_id: str) -> datetime:

@@ -486,3 +486,24 @@ async def test_write_later_after_failed_finish(database, company, monkeypatch):
     assert row.outcome == "answered"
     assert row.answered_by == OFFICE
     assert row.tags == []
+
+
+async def test_write_later_completes_inserted_row(database, company, monkeypatch):
+    monkeypatch.setattr(journal_module, "WRITE_LATER_DELAYS", (0.1,))
+    journal = Journal(database, CallsConfig())
+    try:
+        # An open that timed out after its INSERT committed leaves the row for write_later.
+        call_id, _ = await journal.open(_start("inserted"))
+        journal.write_later(_start("inserted"), _end())
+        for _ in range(50):
+            if not journal._deferred:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await journal.close()
+
+    row = await _row(database, "inserted")
+    assert row.id == call_id
+    assert row.outcome == "answered"
+    assert row.answered_by == OFFICE
+    assert row.tags == []
