@@ -200,7 +200,7 @@ class CallFlow:
         if not self.caller_in_stasis:
             return
         if not self.route.destinations:
-            await self.fall_back("no destination to forward to")
+            await self.fall_back(self._no_destination_reason())
             return
 
         self.pending = list(self.route.destinations)
@@ -214,6 +214,12 @@ class CallFlow:
         self.bridge_created = True
         self.phase = Phase.RINGING
         await self._dial_next()
+
+    def _no_destination_reason(self) -> str:
+        """Return the journal's error for a call with nothing to dial, naming the setting to change."""
+        if self.route.company_id is None:
+            return "no destination to forward to: the number is not tracked and calls.default_destination is empty"
+        return f"no destination to forward to: company {self.route.company_id} has no destinations"
 
     async def handle(self, event: Any) -> None:
         """React to one event of this call's channels, bridge or recording."""

@@ -277,11 +277,33 @@ async def test_no_destination_sends_caller_to_fallback(database_url, company, da
 
     assert row.outcome == "failed"
     assert row.hangup_side == "system"
-    assert row.error == "no destination to forward to"
+    assert row.error == f"no destination to forward to: company {company} has no destinations"
     assert row.tags == ["fallback"]
     assert call.fell_back is not None
     assert call.fell_back["context"] == "calltracking-fallback"
     assert call.fell_back["extension"] == TRACKED_DIALED
+
+
+async def test_unknown_number_without_default_falls_back(database_url, database, fake_asterisk, tmp_path):
+    from tests.calls.conftest import start_serve, write_config
+
+    config = write_config(tmp_path / "c.toml", database_url, fake_asterisk.url, calls={"default_destination": ""})
+    serve = await start_serve(config, fake_asterisk, tmp_path)
+    try:
+        call = await fake_asterisk.incoming_call("74950000000", caller_number="+79161234567")
+        row = await journal_row(database, call.channel_id)
+    finally:
+        await serve.stop()
+
+    assert row.attribution == "unknown-number"
+    assert row.outcome == "failed"
+    assert row.error == (
+        "no destination to forward to: the number is not tracked and calls.default_destination is empty"
+    )
+    assert row.tags == ["fallback"]
+    assert call.fell_back is not None
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert call.fell_back["extension"] == "74950000000"
 
 
 async def test_company_line_gets_caller_id(serve, fake_asterisk, database):
