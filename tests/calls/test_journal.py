@@ -260,10 +260,7 @@ async def test_terminated_backend_retried_with_webhook(database, company, monkey
                 await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             await finishing
             await locker.rollback()
-        for _ in range(50):
-            if not journal._deferred:
-                break
-            await asyncio.sleep(0.1)
+        await _background_writes_done(journal)
     finally:
         await journal.close()
 
@@ -420,10 +417,7 @@ async def test_unwritable_row_logged(database, company, monkeypatch, caplog):
     journal = Journal(database, CallsConfig())
     try:
         journal.write_later(_start("unwritable"), _end())
-        for _ in range(50):
-            if not journal._deferred:
-                break
-            await asyncio.sleep(0.1)
+        await _background_writes_done(journal)
         deferred = len(journal._deferred)
     finally:
         await journal.close()
@@ -473,10 +467,7 @@ async def test_write_later_after_failed_finish(database, company, monkeypatch):
     journal = Journal(database, CallsConfig())
     try:
         journal.write_later(_start("flapping"), _end())
-        for _ in range(50):
-            if not journal._deferred:
-                break
-            await asyncio.sleep(0.1)
+        await _background_writes_done(journal)
     finally:
         await journal.close()
 
@@ -495,10 +486,7 @@ async def test_write_later_completes_inserted_row(database, company, monkeypatch
         # An open that timed out after its INSERT committed leaves the row for write_later.
         call_id, _ = await journal.open(_start("inserted"))
         journal.write_later(_start("inserted"), _end())
-        for _ in range(50):
-            if not journal._deferred:
-                break
-            await asyncio.sleep(0.1)
+        await _background_writes_done(journal)
     finally:
         await journal.close()
 
@@ -507,3 +495,11 @@ async def test_write_later_completes_inserted_row(database, company, monkeypatch
     assert row.outcome == "answered"
     assert row.answered_by == OFFICE
     assert row.tags == []
+
+
+async def _background_writes_done(journal: Journal) -> None:
+    """Wait up to 5 s for the journal's background writes to end."""
+    for _ in range(50):
+        if not journal._deferred:
+            return
+        await asyncio.sleep(0.1)
