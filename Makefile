@@ -18,8 +18,11 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
+# `make serve` reads pbx-bridge.toml in this folder when it exists and PBX_BRIDGE_CONFIG is unset.
+SERVE_CONFIG = $(if $(PBX_BRIDGE_CONFIG),,$(if $(wildcard pbx-bridge.toml),--config pbx-bridge.toml))
+
 serve: $(VENV)/.installed
-	$(VENV)/bin/pbx-bridge serve
+	$(VENV)/bin/pbx-bridge $(SERVE_CONFIG) serve
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/pytest
