@@ -135,13 +135,14 @@ class CallFlow:
         self.channel_id: str = channel["id"]
         args = start_event.get("args") or []
         self.missing_args = not args
-        self.dialed_raw = str(args[0]) if args else str(channel.get("dialplan", {}).get("exten", ""))
-        caller = channel.get("caller") or {}
+        self.dialed_raw = str(args[0]) if args else str(_object(channel.get("dialplan")).get("exten", ""))
+        caller = _object(channel.get("caller"))
         self.caller = parse_caller_id(_text_or_none(caller.get("number")), config.calls.default_region)
         self.caller_name = _text_or_none(caller.get("name")) or None
         # ARI's Channel model has no linkedid. A call from a trunk starts its own linked id, so the
         # caller's channel id is it, unless ari.conf `channelvars` exports CHANNEL(linkedid).
-        self.linkedid = (channel.get("channelvars") or {}).get("CHANNEL(linkedid)") or self.channel_id
+        linkedid = _text_or_none(_object(channel.get("channelvars")).get("CHANNEL(linkedid)"))
+        self.linkedid = linkedid or self.channel_id
 
         # Progress of the call.
         self.state = CallState(started_at=event_time(start_event))
@@ -699,6 +700,11 @@ def _missed_outcome(attempts: list[dict[str, Any]]) -> Outcome:
     """Return the outcome of a call no destination answered, from its last attempt."""
     last = attempts[-1]["status"] if attempts else None
     return {"BUSY": Outcome.BUSY, "NOANSWER": Outcome.NO_ANSWER}.get(last, Outcome.FAILED)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """Return an event's object field, or an empty one for another JSON value."""
+    return value if isinstance(value, dict) else {}
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -177,6 +177,26 @@ async def test_caller_id_not_text_ignored(serve, fake_asterisk, database):
     assert row.outcome == "answered"
 
 
+def test_start_event_odd_objects_ignored():
+    from pbx_bridge.calls.flow import CallFlow
+    from pbx_bridge.config import Config
+
+    # ARI's Channel model has objects here; another JSON value must not stop the call's setup.
+    event = {
+        "type": "StasisStart",
+        "args": [],
+        "channel": {"id": "1796461574.7", "caller": "79161234567", "dialplan": ["x"], "channelvars": "y"},
+    }
+
+    flow = CallFlow(event, ari=None, journal=None, config=Config(), registry=None)
+
+    assert flow.dialed_raw == ""
+    assert flow.caller.raw == ""
+    assert flow.caller.e164 is None
+    assert flow.caller_name is None
+    assert flow.linkedid == "1796461574.7"
+
+
 @pytest.mark.parametrize("stamp", [1796461574, ["2026-12-05T09:30:00.000+0000"], "2026-12-05"])
 def test_event_time_odd_timestamp_now(stamp):
     before = datetime.now(timezone.utc)
