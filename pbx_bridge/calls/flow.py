@@ -654,6 +654,8 @@ class CallFlow:
         if self.phase is Phase.ENDED:
             return
         if self.channel_id not in live:
+            # NOTE: Asterisk replays no events, so the hangup's time and cause are unknown. The
+            # row ends now, and its talk time may exceed the real one by up to the outage.
             self.state.tags.add("ended-while-disconnected")
             await self._on_caller_gone(now_utc())
             return

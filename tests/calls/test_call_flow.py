@@ -91,6 +91,17 @@ async def test_busy_first_destination_second_answers(serve, fake_asterisk, datab
     assert row.answered_by == MOBILE
     assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE, MOBILE]
     assert [attempt["status"] for attempt in row.attempts] == ["BUSY", "ANSWER"]
+    started = event_time(fake_asterisk, "StasisStart", call.channel_id)
+    answered = event_time(fake_asterisk, "Dial", row.outbound_channel_id, dialstatus="ANSWER")
+    ended = event_time(fake_asterisk, "StasisEnd", row.outbound_channel_id)
+    assert row.wait_seconds == seconds_between(started, answered)
+    assert row.talk_seconds == seconds_between(answered, ended)
+    assert row.hangup_side == "company"
+    assert row.hangup_cause == 16
+    assert row.error is None
+    assert row.tags == []
+    assert row.recording.state == "done"
+    assert row.recording.name.endswith(call.channel_id)
 
 
 async def test_no_answer_until_ring_timeout(database_url, company, database, fake_asterisk, tmp_path):
@@ -134,6 +145,11 @@ async def test_caller_abandons_while_ringing(serve, fake_asterisk, database):
     started = event_time(fake_asterisk, "StasisStart", call.channel_id)
     ended = event_time(fake_asterisk, "StasisEnd", call.channel_id)
     assert row.wait_seconds == seconds_between(started, ended)
+    assert row.talk_seconds is None
+    assert row.hangup_cause == 16
+    assert row.hangup_cause_text == "Normal Clearing"
+    assert row.recording is None
+    assert row.error is None
     assert fake_asterisk.live_channels() == []
 
 
@@ -145,9 +161,13 @@ async def test_unknown_number_goes_to_default_destination(serve, fake_asterisk, 
 
     assert row.attribution == "unknown-number"
     assert row.company_id is None
+    assert row.source_id is None
     assert row.dialed_number == "+74950000000"
     assert row.outcome == "answered"
     assert row.answered_by == OFFICE
+    assert row.hangup_side == "company"
+    assert row.talk_seconds is not None and row.talk_seconds >= 0.1
+    assert row.error is None
 
 
 @pytest.mark.parametrize("caller", ["anonymous", "", "alice"])
@@ -219,7 +239,12 @@ async def test_recording_failure_does_not_affect_call(serve, fake_asterisk, data
 
     assert row.outcome == "answered"
     assert row.hangup_side == "company"
+    assert row.answered_by == OFFICE
+    assert row.talk_seconds is not None and row.talk_seconds >= 0.2
+    assert row.error is None
+    assert row.tags == []
     assert row.recording.state == "failed"
+    assert row.recording.duration_seconds is None
     assert str(status) in row.recording.error
     assert message in row.recording.error
 
@@ -275,7 +300,12 @@ async def test_call_ended_while_disconnected_is_finished(serve, fake_asterisk, d
     assert row.outcome == "answered"
     assert row.hangup_side == "caller"
     assert "ended-while-disconnected" in row.tags
-    assert row.talk_seconds is not None and row.talk_seconds > 0
+    # The hangup's event was lost with the websocket: the row ends when pbx-bridge reconnected.
+    answered = event_time(fake_asterisk, "Dial", row.outbound_channel_id, dialstatus="ANSWER")
+    hung_up = event_time(fake_asterisk, "StasisEnd", call.channel_id)
+    assert row.ended_at >= hung_up
+    assert row.talk_seconds >= seconds_between(answered, hung_up)
+    assert row.hangup_cause is None
     assert fake_asterisk.live_channels() == []
 
 
