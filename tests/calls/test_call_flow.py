@@ -356,6 +356,45 @@ async def test_unknown_number_without_default_falls_back(database_url, database,
     assert call.fell_back["extension"] == "74950000000"
 
 
+async def test_answered_call_requests_in_order(database_url, company, database, fake_asterisk, tmp_path):
+    from tests.calls.conftest import start_serve, write_config
+
+    config = write_config(tmp_path / "c.toml", database_url, fake_asterisk.url, recording={"format": "gsm"})
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.2))
+    serve = await start_serve(config, fake_asterisk, tmp_path)
+    try:
+        call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+        row = await journal_row(database, call.channel_id)
+        requests = [r for r in fake_asterisk.requests if not r.path.startswith("/applications")]
+    finally:
+        await serve.stop()
+
+    caller, leg, bridge = call.channel_id, row.outbound_channel_id, f"ct-{call.channel_id}"
+    assert [(r.rest, r.status) for r in requests] == [
+        (f"POST /channels/{caller}/ring", 204),
+        ("POST /bridges", 200),
+        ("POST /channels/create", 200),
+        (f"POST /channels/{leg}/dial", 204),
+        (f"POST /channels/{caller}/answer", 204),
+        (f"POST /bridges/{bridge}/addChannel", 204),
+        (f"POST /bridges/{bridge}/record", 201),
+        (f"DELETE /channels/{caller}", 204),
+        (f"DELETE /bridges/{bridge}", 204),
+    ]
+    params = {r.rest: r.params for r in requests}
+    assert params["POST /bridges"]["type"] == "mixing"
+    assert params["POST /bridges"]["bridgeId"] == bridge
+    assert params["POST /channels/create"]["channelId"] == leg
+    assert params["POST /channels/create"]["endpoint"] == OFFICE
+    assert params[f"POST /channels/{leg}/dial"]["timeout"] == "20"
+    assert params[f"POST /bridges/{bridge}/addChannel"]["channel"] == f"{caller},{leg}"
+    record = params[f"POST /bridges/{bridge}/record"]
+    assert record["format"] == "gsm"
+    assert record["name"] == f"calltracking/{row.started_at:%Y/%m/%d}/{caller}"
+    assert row.recording.format == "gsm"
+    assert row.recording.name == record["name"]
+
+
 async def test_company_line_gets_caller_id(serve, fake_asterisk, database):
     fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.05))
     call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="8 916 123-45-67", caller_name="Ivan")
