@@ -440,12 +440,12 @@ async def test_unwritable_end_logged(database, company, monkeypatch, caplog):
         call_id, _ = await journal.open(_start("unfinished"))
         monkeypatch.setattr(Journal, "_finish_once", finish_fails)
         await journal.finish(call_id, _end(), None)
-        kept = (dict(journal._rows), len(journal._deferred))
+        left_over = (dict(journal._rows), len(journal._deferred))
     finally:
         await journal.close()
 
     lost = [record.getMessage() for record in caplog.records if "not completed" in record.getMessage()]
-    assert kept == ({}, 0)
+    assert left_over == ({}, 0)
     assert len(lost) == 1
     assert f"journal row {call_id} not completed (write failed: IntegrityError)" in lost[0]
     assert '"outcome": "answered"' in lost[0]
