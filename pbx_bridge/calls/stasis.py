@@ -253,9 +253,14 @@ class StasisApp:
             return
         if channel_id in self._by_channel:
             return
+        dialplan = channel.get("dialplan") or {}
+        if dialplan.get("app_name") != "Stasis":
+            # It left the application during the grace time, such as a caller that its call sent
+            # to the fallback context: taking it over would pull it out of that dialplan.
+            return
 
         # app_data is "calltracking,<args>" for a channel that entered Stasis from the dialplan.
-        args = (channel.get("dialplan") or {}).get("app_data", "").split(",")[1:]
+        args = dialplan.get("app_data", "").split(",")[1:]
         if args and args[0] == OUTBOUND_ARG:
             log.warning("hanging up stray outbound channel %s", channel_id)
             await self._hang_up_quietly(channel_id)

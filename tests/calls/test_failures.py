@@ -49,6 +49,28 @@ async def test_internal_error_sends_caller_to_fallback(service, fake_asterisk, d
     assert fake_asterisk.live_channels() == [call.channel_id]
 
 
+async def test_orphan_left_for_fallback_not_taken(service, fake_asterisk, database, monkeypatch):
+    from pbx_bridge.calls import stasis
+
+    async def broken_dial_next(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(CallFlow, "_dial_next", broken_dial_next)
+    monkeypatch.setattr(stasis, "ORPHAN_GRACE_SECONDS", 0.0)
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await journal_row(database, call.channel_id)
+    requests_before = len(fake_asterisk.requests)
+
+    # A reconnect's list of the application's channels named the caller just before the call
+    # sent it to the fallback context.
+    await service.stasis._adopt_orphan(call.channel_id)
+
+    new_requests = [request.rest for request in fake_asterisk.requests[requests_before:]]
+    assert new_requests == [f"GET /channels/{call.channel_id}"]
+    assert fake_asterisk.live_channels() == [call.channel_id]
+    assert service.stasis.active_calls == 0
+
+
 async def test_error_after_answer_keeps_call_up(service, fake_asterisk, database, monkeypatch):
     async def broken_answered(self, call_id, **fields):
         raise RuntimeError("journal bug")
