@@ -72,7 +72,7 @@ async def _run(backend: str, url: str, calls: int) -> None:
 
 
 async def _call(journal: Journal, channel_id: str, caller: str) -> dict[str, float]:
-    """Write one answered call's row the way the call flow does; return each step's CPU seconds."""
+    """Write one answered call's row the way the call flow does, and return each step's CPU seconds."""
     now = datetime.now(timezone.utc)
     start = CallStart(
         channel_id=channel_id, linkedid=channel_id, dialed_raw="74951110001", caller_raw=caller,
