@@ -2,7 +2,9 @@
 
 A call costs three short transactions: the row is opened when the call arrives, updated when a
 destination answers (with the recording's row) and completed when the call and its recording
-have ended. A crash at any point leaves the row as far as the call got. Deliveries to webhooks
+have ended. A crash at any point leaves the row as far as the call got. On PostgreSQL a write
+that adds no outbox rows is one statement: the call's UPDATE runs in a WITH clause of the
+recording's INSERT. Deliveries to webhooks
 and analytics go to the outbox in the same transaction as the change they report.
 
 The writes are Core INSERT and UPDATE statements built once at import, so SQLAlchemy compiles
@@ -27,7 +29,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+from functools import lru_cache
+
 from sqlalchemy import String, bindparam, exists, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql.dml import UpdateBase
@@ -78,8 +83,42 @@ _INSERT_FIRST_CALL = (
     .returning(_CALLS.c.id, _CALLS.c.first_time_caller)
 )
 _UPDATE_CALL = update(_CALLS).where(_CALLS.c.id == bindparam("row_id"))
-_INSERT_RECORDING = insert(_RECORDINGS)
-_UPDATE_RECORDING = update(_RECORDINGS).where(_RECORDINGS.c.call_id == bindparam("row_call_id"))
+_RECORDING_COLUMNS = tuple(column.key for column in _RECORDINGS.columns if column.key != "id")
+
+
+def _upsert_recording(dialect_insert: Any) -> UpdateBase:
+    """Return the statement that writes a whole recording row, over the call's earlier one if any.
+
+    Its parameters are named "recording_<column>", so that none shares a name with a column of
+    calls in the statement that also updates the call. Writing the whole row keeps it correct
+    when a write is retried after a lost reply, or when the answer's write failed after its commit.
+    """
+    statement = dialect_insert(_RECORDINGS).values({
+        name: bindparam(f"recording_{name}", type_=_RECORDINGS.c[name].type) for name in _RECORDING_COLUMNS
+    })
+    return statement.on_conflict_do_update(
+        index_elements=[_RECORDINGS.c.call_id],
+        set_={name: statement.excluded[name] for name in _RECORDING_COLUMNS if name != "call_id"},
+    )
+
+
+_UPSERT_RECORDING = {"postgresql": _upsert_recording(postgresql.insert), "sqlite": _upsert_recording(sqlite.insert)}
+
+
+@lru_cache(maxsize=64)
+def _update_call_and_recording(columns: frozenset[str]) -> UpdateBase:
+    """Return PostgreSQL's one statement for a call's UPDATE of `columns` and its recording's write.
+
+    The UPDATE runs in a WITH clause of the recording's INSERT, so the two commit together in one
+    round trip. Its parameters are the columns prefixed with "call_", and "row_id".
+    """
+    call_update = (
+        update(_CALLS)
+        .where(_CALLS.c.id == bindparam("row_id"))
+        .values({name: bindparam(f"call_{name}", type_=_CALLS.c[name].type) for name in sorted(columns)})
+        .cte("call_update")
+    )
+    return _UPSERT_RECORDING["postgresql"].add_cte(call_update)
 
 
 @dataclass(frozen=True)
@@ -136,9 +175,9 @@ class Journal:
         # Company id -> (expiry, webhooks), kept as long as number settings (route_cache_seconds).
         self._webhooks: dict[int, tuple[float, list[Any]]] = {}
         # Rows of calls in progress as last written: they give the outbox its snapshot and the
-        # tags to merge without a SELECT.
+        # tags to merge without a SELECT. Recording rows by call id, as their columns' values.
         self._rows: dict[int, _Row] = {}
-        self._recordings: dict[int, _RecordingRow] = {}
+        self._recordings: dict[int, dict[str, Any]] = {}
         # (company id, caller number) -> the lock that row INSERTs of those calls take in turn.
         self._first_call_locks: dict[tuple[int, str], _KeyLock] = {}
         # Background retries of writes that failed while the database was unreachable, each with
@@ -268,28 +307,26 @@ class Journal:
     ) -> None:
         row = await self._row(call_id)
         webhooks = await self._company_webhooks(row.company_id)
+        recording_row = None
         if recording is not None:
-            # Kept before the write, so that `finish` inserts the row if this write fails anywhere.
-            self._recordings[call_id] = _RecordingRow({
+            # Kept before the write, so that `finish` writes the row if this write fails anywhere.
+            recording_row = self._recordings[call_id] = {
                 "call_id": call_id,
                 "name": recording.name,
                 "format": recording.format,
                 "state": (RecordingState.FAILED if recording.error else RecordingState.QUEUED).value,
+                "duration_seconds": None,
                 "error": recording.error,
                 "started_at": recording.started_at,
-            })
+            }
         async with self._writing(row.session_id, "call.answered", webhooks) as write:
             await self._update_call(write, row, {
                 "answered_at": at,
                 "answered_by": endpoint,
                 "outbound_channel_id": outbound_channel_id,
                 "attempts": list(attempts),
-            })
-            if recording is not None:
-                await write.execute(_INSERT_RECORDING, self._recordings[call_id].values)
+            }, recording_row)
             await write.enqueue(row, "call.answered", webhooks)
-        if recording is not None:
-            self._recordings[call_id].inserted = True
 
     async def finish(self, call_id: int, end: CallEnd, recording: RecordingEnd | None) -> None:
         """Complete the row, and the recording's row when the call had one.
@@ -350,30 +387,19 @@ class Journal:
                 values["error"] = end.error[:2000]
             if end.tags:
                 values["tags"] = sorted({*row.tags, *end.tags})
-            await self._update_call(write, row, values)
-
+            # The whole recording row is written again, also when the answer's write of it failed.
             recording_row = self._recordings.get(call_id)
             if (
                 recording is not None
                 and recording_row is not None
-                and recording_row.values["state"] != RecordingState.FAILED.value
+                and recording_row["state"] != RecordingState.FAILED.value
             ):
-                await self._finish_recording(write, recording_row, recording)
+                recording_row["state"] = recording.state.value
+                recording_row["duration_seconds"] = recording.duration_seconds
+                if recording.error:
+                    recording_row["error"] = recording.error[:2000]
+            await self._update_call(write, row, values, recording_row)
             await write.enqueue(row, "call.ended", webhooks)
-
-    async def _finish_recording(self, write: _Write, row: _RecordingRow, recording: RecordingEnd) -> None:
-        changes: dict[str, Any] = {
-            "state": recording.state.value,
-            "duration_seconds": recording.duration_seconds,
-        }
-        if recording.error:
-            changes["error"] = recording.error[:2000]
-        row.values.update(changes)
-        if row.inserted:
-            await write.execute(_UPDATE_RECORDING, {"row_call_id": row.values["call_id"], **changes})
-        else:
-            # The write of `answered` failed and took the INSERT with it: write the whole row now.
-            await write.execute(_INSERT_RECORDING, row.values)
 
     def write_later(self, start: CallStart, end: CallEnd) -> None:
         """Keep retrying the whole row of a call that ended while the database was unreachable."""
@@ -479,11 +505,15 @@ class Journal:
             row = self._rows[call_id] = _Row.of(call)
         return row
 
-    async def _update_call(self, write: _Write, row: _Row, values: dict[str, Any]) -> None:
-        """Write `values` to the row and to the journal's copy of it."""
+    async def _update_call(
+        self, write: _Write, row: _Row, values: dict[str, Any], recording: dict[str, Any] | None = None
+    ) -> None:
+        """Write `values` to the row and to the journal's copy of it, and the whole recording row
+        `recording` if given."""
         values["updated_at"] = utcnow()
         _cut_to_columns(values)
-        await write.execute(_UPDATE_CALL, {"row_id": row.id, **values})
+        for statement, params in _call_writes(write.dialect, row.id, values, recording):
+            await write.execute(statement, params)
         row.values.update(values)
 
 
@@ -645,6 +675,9 @@ class _JournalConnection:
 class _Write:
     """One journal write: its statements, then the outbox rows of the event it reports."""
 
+    # The database's dialect name, "postgresql" or "sqlite", which chooses the statements.
+    dialect: str
+
     async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         """Run an INSERT or UPDATE and return the rows of its RETURNING clause, if it has one."""
         raise NotImplementedError
@@ -658,6 +691,7 @@ class _DirectWrite(_Write):
 
     def __init__(self, direct: DirectConnection) -> None:
         self.direct = direct
+        self.dialect = direct.dialect_name
 
     async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         return await self.direct.execute(statement, params)
@@ -672,6 +706,7 @@ class _SessionWrite(_Write):
 
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
+        self.dialect = connection.dialect.name
 
     async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         result = await self.connection.execute(statement, params)
@@ -680,6 +715,22 @@ class _SessionWrite(_Write):
     async def enqueue(self, row: _Row, event: str, webhooks: list[Any]) -> None:
         async with AsyncSession(bind=self.connection) as session:
             await enqueue_call_event(session, row.model(), event, webhooks)
+
+
+def _call_writes(
+    dialect: str, row_id: int, values: dict[str, Any], recording: dict[str, Any] | None
+) -> list[tuple[UpdateBase, dict[str, Any]]]:
+    """Return the statements, with their parameters, that write a call's `values` and its whole
+    `recording` row if given: one statement on PostgreSQL, one per table on SQLite, whose
+    statements of one write commit together anyway."""
+    if recording is None:
+        return [(_UPDATE_CALL, {"row_id": row_id, **values})]
+    recording_params = {f"recording_{name}": value for name, value in recording.items()}
+    if dialect == "postgresql":
+        call_params = {f"call_{name}": value for name, value in values.items()}
+        statement = _update_call_and_recording(frozenset(values))
+        return [(statement, {"row_id": row_id, **call_params, **recording_params})]
+    return [(_UPDATE_CALL, {"row_id": row_id, **values}), (_UPSERT_RECORDING[dialect], recording_params)]
 
 
 async def _discard(connection: AsyncConnection) -> None:
@@ -706,14 +757,6 @@ class _KeyLock:
 
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     users: int = 0
-
-
-@dataclass
-class _RecordingRow:
-    """A recording row as the journal last wrote it, and whether its INSERT committed."""
-
-    values: dict[str, Any]
-    inserted: bool = False
 
 
 def stored_channel_id(channel_id: str) -> str:

@@ -65,6 +65,10 @@ class DirectConnection:
         except Exception as error:
             raise _sqlalchemy_error(error, compiled.sql) from error
 
+    @property
+    def dialect_name(self) -> str:
+        return self._dialect.name
+
     def is_closed(self) -> bool:
         """Return whether the PostgreSQL server has closed the connection, as far as the driver
         has noticed. An SQLite connection is never closed by the other side."""

@@ -215,6 +215,25 @@ async def test_recording_written_after_failed_answer(database, company):
     assert recording.duration_seconds == 116
 
 
+async def test_repeated_answer_rewrites_recording_row(database, company):
+    """A write of the answer retried after its reply was lost finds its recording row written."""
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("answered-twice"))
+        await _answer(journal, call_id, "first-try")
+        await _answer(journal, call_id, "second-try", error="file exists")
+        await journal.finish(call_id, _end(), RecordingEnd(RecordingState.DONE, duration_seconds=116))
+    finally:
+        await journal.close()
+
+    async with database.sessions() as session:
+        recordings = (await session.scalars(select(Recording).where(Recording.call_id == call_id))).all()
+    assert [(r.name, r.state, r.error, r.duration_seconds) for r in recordings] == [
+        ("calltracking/second-try", "failed", "file exists", None)
+    ]
+    assert (await _row(database, "answered-twice")).outcome == "answered"
+
+
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_idle_connection_ended_by_server_replaced(database, company):
     journal = Journal(database, CallsConfig())
