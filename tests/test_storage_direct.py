@@ -69,3 +69,33 @@ async def test_direct_missing_default_raises(database):
         direct = await DirectConnection.under(connection)
         with pytest.raises(ValueError, match="missing value for updated_at"):
             await direct.execute(_INSERT, values)
+
+
+async def test_direct_write_returns_last_rows_and_commits(database):
+    async with database.engine.connect() as connection:
+        direct = await DirectConnection.under(connection)
+        rows = await direct.write([(_INSERT, _values("direct.4")), (_INSERT, _values("direct.5"))])
+        await connection.invalidate()
+
+    async with database.sessions() as session:
+        ids = dict((await session.execute(
+            select(Call.channel_id, Call.id).where(Call.channel_id.in_(["direct.4", "direct.5"]))
+        )).all())
+    assert rows[0][0] == ids["direct.5"]
+    assert set(ids) == {"direct.4", "direct.5"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_direct_write_on_sqlite_is_one_transaction(database):
+    async with database.engine.connect() as connection:
+        direct = await DirectConnection.under(connection)
+        await direct.write([(_INSERT, _values("direct.6"))])
+        with pytest.raises(IntegrityError):
+            await direct.write([(_INSERT, _values("direct.7")), (_INSERT, _values("direct.6"))])
+        # The failed write left no transaction open: the next one commits on its own.
+        await direct.write([(_INSERT, _values("direct.8"))])
+        await connection.invalidate()
+
+    async with database.sessions() as session:
+        stored = (await session.scalars(select(Call.channel_id).where(Call.channel_id.like("direct.%")))).all()
+    assert sorted(stored) == ["direct.6", "direct.8"]

@@ -240,7 +240,7 @@ class Journal:
             caller_key = (route.company_id, start.caller_number)
         writing = self._writing(route.session_id, "call.started", webhooks)
         async with self._first_call_lock(caller_key), writing as write:
-            row_id, first_time = (await write.execute(statement, params))[0]
+            row_id, first_time = (await write.run([(statement, params)]))[0]
             # SQLite returns the flag as 0 or 1.
             values["first_time_caller"] = None if first_time is None else bool(first_time)
             row = _Row(row_id, values)
@@ -512,8 +512,7 @@ class Journal:
         `recording` if given."""
         values["updated_at"] = utcnow()
         _cut_to_columns(values)
-        for statement, params in _call_writes(write.dialect, row.id, values, recording):
-            await write.execute(statement, params)
+        await write.run(_call_writes(write.dialect, row.id, values, recording))
         row.values.update(values)
 
 
@@ -620,10 +619,9 @@ class _JournalConnection:
 
     @asynccontextmanager
     async def direct_write(self) -> AsyncIterator[_Write]:
-        """Yield a write on the driver. On PostgreSQL each of its statements commits on its own."""
+        """Yield a write on the driver, whose `run` commits its statements."""
         async with self._use() as (_, direct):
             yield _DirectWrite(direct)
-            await direct.commit()
 
     @asynccontextmanager
     async def _use(self) -> AsyncIterator[tuple[AsyncConnection, DirectConnection]]:
@@ -678,8 +676,8 @@ class _Write:
     # The database's dialect name, "postgresql" or "sqlite", which chooses the statements.
     dialect: str
 
-    async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        """Run an INSERT or UPDATE and return the rows of its RETURNING clause, if it has one."""
+    async def run(self, statements: Sequence[tuple[UpdateBase, dict[str, Any]]]) -> Sequence[Sequence[Any]]:
+        """Run INSERTs and UPDATEs in order and return the rows of the last one's RETURNING clause."""
         raise NotImplementedError
 
     async def enqueue(self, row: _Row, event: str, webhooks: list[Any]) -> None:
@@ -693,8 +691,8 @@ class _DirectWrite(_Write):
         self.direct = direct
         self.dialect = direct.dialect_name
 
-    async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        return await self.direct.execute(statement, params)
+    async def run(self, statements: Sequence[tuple[UpdateBase, dict[str, Any]]]) -> Sequence[Sequence[Any]]:
+        return await self.direct.write(statements)
 
     async def enqueue(self, row: _Row, event: str, webhooks: list[Any]) -> None:
         # `Journal._writing` chose this kind of write because there is nothing to enqueue.
@@ -708,9 +706,12 @@ class _SessionWrite(_Write):
         self.connection = connection
         self.dialect = connection.dialect.name
 
-    async def execute(self, statement: UpdateBase, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        result = await self.connection.execute(statement, params)
-        return result.all() if result.returns_rows else []
+    async def run(self, statements: Sequence[tuple[UpdateBase, dict[str, Any]]]) -> Sequence[Sequence[Any]]:
+        rows: Sequence[Sequence[Any]] = []
+        for statement, params in statements:
+            result = await self.connection.execute(statement, params)
+            rows = result.all() if result.returns_rows else []
+        return rows
 
     async def enqueue(self, row: _Row, event: str, webhooks: list[Any]) -> None:
         async with AsyncSession(bind=self.connection) as session:

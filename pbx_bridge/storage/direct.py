@@ -53,17 +53,33 @@ class DirectConnection:
 
     async def execute(self, statement: UpdateBase, params: Mapping[str, Any]) -> Sequence[Sequence[Any]]:
         """Run an INSERT or UPDATE and return the rows of its RETURNING clause, if it has one."""
-        compiled = self._compile(statement, params.keys())
-        values = [
-            params[name] if process is None else process(params[name])
-            for name, process in zip(compiled.names, compiled.processors)
-        ]
+        sql, values = self._bind(statement, params)
         try:
             if self._sqlite:
-                return await self._driver.execute_fetchall(compiled.sql, values)
-            return await self._driver.fetch(compiled.sql, *values)
+                return await self._driver.execute_fetchall(sql, values)
+            return await self._driver.fetch(sql, *values)
         except Exception as error:
-            raise _sqlalchemy_error(error, compiled.sql) from error
+            raise _sqlalchemy_error(error, sql) from error
+
+    async def write(self, statements: Sequence[tuple[UpdateBase, Mapping[str, Any]]]) -> Sequence[Sequence[Any]]:
+        """Run INSERTs and UPDATEs and commit them; return the RETURNING rows of the last one.
+
+        On SQLite they form one transaction, run in one hand-off to aiosqlite's thread: each
+        hand-off costs about 20 us of CPU, and a statement with its commit took two. On PostgreSQL
+        each statement commits on its own.
+        """
+        if not self._sqlite:
+            rows: Sequence[Sequence[Any]] = []
+            for statement, params in statements:
+                rows = await self.execute(statement, params)
+            return rows
+        bound = [self._bind(statement, params) for statement, params in statements]
+        try:
+            # NOTE: `_execute` and `_conn` are aiosqlite's private API (0.17 to 0.22 at least), as
+            # SQLAlchemy's aiosqlite dialect also uses them. The public calls take a hand-off each.
+            return await self._driver._execute(_write_sqlite, self._driver._conn, bound)
+        except Exception as error:
+            raise _sqlalchemy_error(error, bound[-1][0] if bound else "COMMIT") from error
 
     @property
     def dialect_name(self) -> str:
@@ -81,6 +97,15 @@ class DirectConnection:
                 await self._driver.commit()
             except Exception as error:
                 raise _sqlalchemy_error(error, "COMMIT") from error
+
+    def _bind(self, statement: UpdateBase, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """Return a statement's SQL and its parameters' values in the driver's form."""
+        compiled = self._compile(statement, params.keys())
+        values = [
+            params[name] if process is None else process(params[name])
+            for name, process in zip(compiled.names, compiled.processors)
+        ]
+        return compiled.sql, values
 
     def _compile(self, statement: UpdateBase, names: Iterable[str]) -> _Compiled:
         key = (statement, frozenset(names))
@@ -104,6 +129,22 @@ class DirectConnection:
             for name in order
         )
         return _Compiled(compiled.string, order, processors)
+
+
+def _write_sqlite(connection: sqlite3.Connection, bound: list[tuple[str, list[Any]]]) -> list[Any]:
+    """Run statements and commit them on an SQLite connection, in the thread that owns it.
+
+    A failure rolls the transaction back, so the connection holds no half-done write.
+    """
+    try:
+        rows: list[Any] = []
+        for sql, values in bound:
+            rows = connection.execute(sql, values).fetchall()
+        connection.commit()
+        return rows
+    except BaseException:
+        connection.rollback()
+        raise
 
 
 # asyncpg's exception classes, most specific first, and the SQLAlchemy exception each one becomes.
