@@ -247,7 +247,7 @@ class CallFlow:
         elif kind in ("StasisEnd", "ChannelDestroyed"):
             self._note_cause(event)
             await self._on_channel_gone(event)
-        elif kind in ("RecordingStarted", "RecordingFinished", "RecordingFailed"):
+        elif kind in ("RecordingFinished", "RecordingFailed"):
             await self._on_recording(event)
 
     async def fall_back(self, reason: str) -> None:

@@ -75,7 +75,7 @@ class DirectConnection:
             return rows
         bound = [self._bind(statement, params) for statement, params in statements]
         try:
-            # NOTE: `_execute` and `_conn` are aiosqlite's private API (0.17 to 0.22 at least), as
+            # NOTE: `_execute` and `_conn` are aiosqlite's private API (checked with 0.22), as
             # SQLAlchemy's aiosqlite dialect also uses them. The public calls take a hand-off each.
             return await self._driver._execute(_write_sqlite, self._driver._conn, bound)
         except Exception as error:
