@@ -2,7 +2,8 @@
 
 Runs `pbx-bridge serve` as a child process against the fake Asterisk of the test tree. It places
 `--calls` calls at a steady rate, so that about `--in-flight` calls are up at once (each call
-rings 2 s and talks 6 s), then prints a reference figure of the machine and:
+rings 2 s and talks 6 s). It prints a reference figure of the machine first and after each
+database's run, and for each run:
 
 - the serve process's CPU time (user + system) per complete call;
 - the time from a websocket event sent by the fake to pbx-bridge's REST reaction, p50 and p99,
@@ -57,11 +58,8 @@ async def main() -> None:
     args = parser.parse_args()
 
     backends = ["sqlite", "postgres"] if args.database == "both" else [args.database]
-    python_ms, round_trip_us = _machine_reference()
-    print(
-        f"machine reference: Python loop {python_ms:.0f} ms, loopback TCP round trip {round_trip_us:.1f} us "
-        "of CPU (figures from machines whose references differ are not comparable)"
-    )
+    print("figures from machines, or moments, whose references differ are not comparable")
+    _print_machine_reference()
     for backend in backends:
         with tempfile.TemporaryDirectory() as folder:
             url, cleanup = await _database(backend, Path(folder), args.postgres_socket)
@@ -69,6 +67,13 @@ async def main() -> None:
                 await _run(backend, url, Path(folder), args.calls, args.in_flight)
             finally:
                 await cleanup()
+        # A shared machine's speed drifts within minutes: a reference after each run shows it.
+        _print_machine_reference()
+
+
+def _print_machine_reference() -> None:
+    python_ms, round_trip_us = _machine_reference()
+    print(f"machine reference: Python loop {python_ms:.0f} ms, loopback TCP round trip {round_trip_us:.1f} us of CPU")
 
 
 async def _database(backend: str, folder: Path, socket_folder: str | None):
