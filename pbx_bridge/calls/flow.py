@@ -33,6 +33,11 @@ log = logging.getLogger("pbx_bridge.calls")
 
 # Dial statuses that end one attempt and move the hunt on to the next destination.
 FAILED_DIAL_STATUSES = frozenset({"BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION", "CANCEL", "DONTCALL", "TORTURE", "INVALIDARGS"})
+# Dial statuses that mean the far end was reached and the call is in progress there. Asterisk 22
+# publishes them for an ARI-dialed leg from its RINGING, PROCEEDING and PROGRESS indications
+# (main/bridge_channel.c). A PJSIP line that sends 183 Session Progress in place of 180 Ringing,
+# as provider trunks often do, reports PROGRESS only.
+REACHED_DIAL_STATUSES = frozenset({"RINGING", "PROCEEDING", "PROGRESS"})
 # Q.850 causes a company leg can end with before it answers, read as a Dial status.
 CAUSE_TO_DIAL_STATUS = {17: "BUSY", 18: "NOANSWER", 19: "NOANSWER", 21: "CHANUNAVAIL", 34: "CONGESTION"}
 # Asterisk's texts (ast_cause2str) for the causes a call commonly ends with, used when an event
@@ -540,14 +545,15 @@ class CallFlow:
         """Read a Dial status for a leg that went away before answering without reporting one.
 
         Asterisk ends an ARI dial that rang until its timeout by hanging the leg up softly
-        (cause 32, then StasisEnd) with no Dial NOANSWER event, so a leg that rang is unanswered.
+        (cause 32, then StasisEnd) with no Dial NOANSWER event, so a leg that was reached
+        (ringing or early media) is unanswered.
         """
         if leg.status in FAILED_DIAL_STATUSES:
             return leg.status
         cause, _ = self.causes.get(leg.channel_id, (None, None))
         if cause in CAUSE_TO_DIAL_STATUS:
             return CAUSE_TO_DIAL_STATUS[cause]
-        return "NOANSWER" if leg.status == "RINGING" else "CHANUNAVAIL"
+        return "NOANSWER" if leg.status in REACHED_DIAL_STATUSES else "CHANUNAVAIL"
 
     async def _on_caller_gone(self, at: datetime) -> None:
         if not self.caller_in_stasis:

@@ -131,6 +131,33 @@ async def test_no_answer_until_ring_timeout(database_url, company, database, fak
     assert not fake_asterisk.channel_exists(call.channel_id)
 
 
+async def test_early_media_until_ring_timeout(database_url, company, database, fake_asterisk, tmp_path):
+    """Lines that respond to the INVITE with 183 Session Progress instead of 180 Ringing, as
+    provider trunks often do, were reached, so ringing them out is no answer rather than an
+    unavailable channel."""
+    from tests.calls.conftest import start_serve, write_config
+    from models import Destination
+    from sqlalchemy import update
+
+    async with database.transaction() as session:
+        await session.execute(update(Destination).values(ring_timeout=1))
+    fake_asterisk.script_endpoint(OFFICE, NoAnswer(early_media=True))
+    fake_asterisk.script_endpoint(MOBILE, NoAnswer(early_media=True))
+    serve = await start_serve(write_config(tmp_path / "c.toml", database_url, fake_asterisk.url), fake_asterisk, tmp_path)
+    try:
+        call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+        row = await journal_row(database, call.channel_id)
+    finally:
+        await serve.stop()
+
+    assert row.outcome == "no-answer"
+    assert row.hangup_side == "system"
+    assert [attempt["status"] for attempt in row.attempts] == ["NOANSWER", "NOANSWER"]
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE, MOBILE]
+    assert row.wait_seconds >= 2.0
+    assert row.error is None
+
+
 async def test_caller_abandons_while_ringing(serve, fake_asterisk, database):
     fake_asterisk.script_endpoint(OFFICE, NoAnswer())
     call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")

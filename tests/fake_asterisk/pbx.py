@@ -299,7 +299,11 @@ class Pbx:
         self._emit_dial(channel, "")
         loop = asyncio.get_running_loop()
 
-        if isinstance(behaviour, (Answer, NoAnswer)):
+        if isinstance(behaviour, (Answer, NoAnswer)) and behaviour.early_media:
+            # chan_pjsip turns a 183 into a PROGRESS indication and leaves the channel's state
+            # as it is. main/bridge_channel.c publishes the indication as Dial PROGRESS.
+            self._emit_dial(channel, "PROGRESS")
+        elif isinstance(behaviour, (Answer, NoAnswer)):
             self._set_state(channel, "Ringing")
             self._emit_dial(channel, "RINGING")
         if isinstance(behaviour, Answer):

@@ -13,11 +13,16 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Answer:
     """The line rings, answers after `after` seconds and, unless `hangup_after` is None, hangs up
-    that many seconds after answering with `hangup_cause`."""
+    that many seconds after answering with `hangup_cause`.
+
+    With `early_media` the line sends early media (SIP 183 Session Progress) in place of ringing,
+    as provider trunks and mobile networks often do.
+    """
 
     after: float = 0.05
     hangup_after: float | None = None
     hangup_cause: int = 16
+    early_media: bool = False
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,12 @@ class Busy:
 
 @dataclass(frozen=True)
 class NoAnswer:
-    """The line rings until the dial timeout, the application or the caller ends the attempt."""
+    """The line rings until the dial timeout, the application or the caller ends the attempt.
+
+    With `early_media` it sends early media (SIP 183 Session Progress) in place of ringing.
+    """
+
+    early_media: bool = False
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,19 @@ async def test_dial_timeout_hangs_up_softly(fake_asterisk: FakeAsterisk) -> None
         assert destroyed["cause"] == 16
 
 
+async def test_early_media_line_reports_progress(fake_asterisk: FakeAsterisk) -> None:
+    fake_asterisk.script_endpoint("PJSIP/office", Answer(after=0.05, early_media=True))
+    async with ari_client(fake_asterisk) as client:
+        _, outbound = await dial_office(fake_asterisk, client)
+        await fake_asterisk.wait_for(lambda: "ANSWER" in dial_statuses(client, outbound))
+
+        assert dial_statuses(client, outbound) == ["", "PROGRESS", "ANSWER"]
+        # A 183 leaves the channel Down, so its only state change is the answer.
+        states = [e["channel"]["state"] for e in client.events
+                  if e["type"] == "ChannelStateChange" and e["channel"]["id"] == outbound]
+        assert states == ["Up"]
+
+
 async def test_line_hangup_after_answer(fake_asterisk: FakeAsterisk) -> None:
     fake_asterisk.script_endpoint("PJSIP/office", Answer(after=0.02, hangup_after=0.05))
     async with ari_client(fake_asterisk) as client:
