@@ -24,6 +24,7 @@ from pbx_bridge.calls.journal import (
     Journal,
     RecordingEnd,
     RecordingStart,
+    stored_recording_name,
 )
 from pbx_bridge.calls.routing import Destination, Route
 from pbx_bridge.config import Config
@@ -459,9 +460,9 @@ class CallFlow:
         recording = self.config.recording
         if not (recording.enabled and self.route and self.route.record):
             return None
-        name = recording.name_template.format(
+        name = stored_recording_name(recording.name_template.format(
             date=self.state.started_at.strftime("%Y/%m/%d"), call_id=self.channel_id
-        )
+        ))
         self.recording_name = name
         self.registry.bind_recording(name, self)
         try:

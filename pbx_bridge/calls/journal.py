@@ -312,7 +312,7 @@ class Journal:
             # Kept before the write, so that `finish` writes the row if this write fails anywhere.
             recording_row = self._recordings[call_id] = {
                 "call_id": call_id,
-                "name": recording.name,
+                "name": stored_recording_name(recording.name),
                 "format": recording.format,
                 "state": (RecordingState.FAILED if recording.error else RecordingState.QUEUED).value,
                 "duration_seconds": None,
@@ -766,11 +766,23 @@ def stored_channel_id(channel_id: str) -> str:
     An id longer than the column keeps its start, and a hash of the whole id takes the place
     of the rest, so that two long ids with the same start stay two rows.
     """
-    length = _CALL_LENGTHS["channel_id"]
-    if len(channel_id) <= length:
-        return channel_id
-    digest = hashlib.blake2b(channel_id.encode(), digest_size=8).hexdigest()
-    return f"{channel_id[:length - len(digest) - 1]}~{digest}"
+    return _fit_with_hash(channel_id, _CALL_LENGTHS["channel_id"])
+
+
+def stored_recording_name(name: str) -> str:
+    """Return a recording name as the recordings table stores it, shortened as a channel id is.
+
+    The call flow gives Asterisk this name, so that the row names the file Asterisk writes. On
+    PostgreSQL a longer name would fail the write, and the call's UPDATE in the same statement.
+    """
+    return _fit_with_hash(name, _RECORDINGS.c.name.type.length)
+
+
+def _fit_with_hash(value: str, length: int) -> str:
+    if len(value) <= length:
+        return value
+    digest = hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
+    return f"{value[:length - len(digest) - 1]}~{digest}"
 
 
 def _cut_to_columns(values: dict[str, Any]) -> None:

@@ -438,6 +438,29 @@ async def test_company_line_gets_caller_id(serve, fake_asterisk, database):
     assert dial.params["timeout"] == "20"
 
 
+async def test_long_recording_name_fits_column(database_url, company, database, fake_asterisk, tmp_path):
+    from tests.calls.conftest import start_serve, write_config
+
+    # The recordings table keeps names of up to 255 characters.
+    template = "calltracking/" + "f" * 240 + "/{date}/{call_id}"
+    config = write_config(tmp_path / "c.toml", database_url, fake_asterisk.url, recording={"name_template": template})
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.2))
+    serve = await start_serve(config, fake_asterisk, tmp_path)
+    try:
+        call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+        row = await journal_row(database, call.channel_id)
+    finally:
+        await serve.stop()
+
+    record = next(r for r in fake_asterisk.requests if r.rest.endswith("/record"))
+    assert row.outcome == "answered"
+    assert row.answered_by == OFFICE
+    assert row.error is None
+    assert row.recording.state == "done"
+    assert len(row.recording.name) == 255
+    assert row.recording.name == record.params["name"]
+
+
 async def test_long_channel_id_answered(serve, fake_asterisk, database):
     # Asterisk's channel ids reach 149 characters (AST_MAX_PUBLIC_UNIQUEID in channel.h), because
     # a systemname of up to 127 characters comes first. This one fills the 64-character column.

@@ -13,7 +13,14 @@ from sqlalchemy.orm import selectinload
 
 from models import Call, Delivery, Recording, RecordingState, Source, Webhook, utcnow
 from pbx_bridge.calls import journal as journal_module
-from pbx_bridge.calls.journal import CallEnd, CallStart, Journal, RecordingEnd, RecordingStart
+from pbx_bridge.calls.journal import (
+    CallEnd,
+    CallStart,
+    Journal,
+    RecordingEnd,
+    RecordingStart,
+    stored_recording_name,
+)
 from pbx_bridge.config import CallsConfig
 from tests.calls.conftest import OFFICE, TRACKED_DIALED
 
@@ -404,6 +411,35 @@ async def test_long_values_cut_to_columns(database, company, webhook_events):
     assert row.hangup_cause_text == "T" * 100
     assert row.outcome == "answered"
     assert row.tags == ["taken-over"]
+
+
+async def test_long_recording_name_fits_column(database, company):
+    """A recording name longer than its column leaves the call's writes unharmed."""
+    name = "calltracking/" + "d" * 250 + "/1796461574.1"
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("long-recording"))
+        await journal.answered(
+            call_id, at=AT.replace(second=4), endpoint=OFFICE, outbound_channel_id="leg-1",
+            attempts=[{"endpoint": OFFICE, "status": "ANSWER"}],
+            recording=RecordingStart(name, "wav", AT.replace(second=5)),
+        )
+        await journal.finish(call_id, _end(), RecordingEnd(RecordingState.DONE, duration_seconds=116))
+    finally:
+        await journal.close()
+
+    row = await _row(database, "long-recording")
+    recording = await _recording(database, call_id)
+    assert row.outcome == "answered"
+    assert row.answered_by == OFFICE
+    assert row.error is None
+    assert recording.name == stored_recording_name(name)
+    assert len(recording.name) == 255
+    assert recording.name.startswith(name[:200])
+    assert recording.state == "done"
+    assert recording.duration_seconds == 116
+    # Two long names with the same start stay two names.
+    assert stored_recording_name(name + "0") != stored_recording_name(name + "1")
 
 
 async def test_deleted_source_in_cached_route(database, company):
