@@ -494,9 +494,7 @@ class CallFlow:
         """Record the cause and time of the caller's ChannelHangupRequest as the event arrives.
 
         StasisApp calls this before queueing the event, so a call that is retrying a request
-        learns that its caller is gone. A company leg's cause is noted in queue order by
-        `handle`, because one noted early would be the cause of pbx-bridge's own hangup of the
-        leg (the soft hangup flag 32) in a row written meanwhile.
+        learns that its caller is gone. A company leg's cause is noted by `handle`, in queue order.
         """
         if (event.get("channel") or {}).get("id") != self.channel_id:
             return
@@ -505,6 +503,10 @@ class CallFlow:
             self.caller_hangup_at = event_time(event)
 
     def _note_cause(self, event: dict[str, Any]) -> None:
+        if event.get("soft") is True:
+            # A soft hangup request, such as a REST DELETE or the end of an ARI dial timeout, carries
+            # Asterisk's soft hangup flag in `cause` (32 for AST_SOFTHANGUP_EXPLICIT), not a Q.850 cause.
+            return
         cause = _cause_number(event.get("cause"))
         text = event.get("cause_txt")
         channel_id = (event.get("channel") or {}).get("id")
