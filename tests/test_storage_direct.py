@@ -3,7 +3,7 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import Call
@@ -99,3 +99,16 @@ async def test_direct_write_on_sqlite_is_one_transaction(database):
     async with database.sessions() as session:
         stored = (await session.scalars(select(Call.channel_id).where(Call.channel_id.like("direct.%")))).all()
     assert sorted(stored) == ["direct.6", "direct.8"]
+
+
+async def test_direct_write_error_names_failed_statement(database):
+    update_call = update(_CALLS).where(_CALLS.c.id == bindparam("row_id"))
+    changes = {"row_id": 0, "outcome": "busy", "updated_at": datetime(2026, 12, 5, tzinfo=timezone.utc)}
+    async with database.engine.connect() as connection:
+        direct = await DirectConnection.under(connection)
+        await direct.write([(_INSERT, _values("direct.9"))])
+        with pytest.raises(IntegrityError) as raised:
+            await direct.write([(_INSERT, _values("direct.9")), (update_call, changes)])
+        await connection.invalidate()
+
+    assert raised.value.statement.startswith("INSERT INTO calls")

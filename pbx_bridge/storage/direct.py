@@ -74,12 +74,9 @@ class DirectConnection:
                 rows = await self.execute(statement, params)
             return rows
         bound = [self._bind(statement, params) for statement, params in statements]
-        try:
-            # NOTE: `_execute` and `_conn` are aiosqlite's private API (checked with 0.22), as
-            # SQLAlchemy's aiosqlite dialect also uses them. The public calls take a hand-off each.
-            return await self._driver._execute(_write_sqlite, self._driver._conn, bound)
-        except Exception as error:
-            raise _sqlalchemy_error(error, bound[-1][0] if bound else "COMMIT") from error
+        # NOTE: `_execute` and `_conn` are aiosqlite's private API (checked with 0.22), as
+        # SQLAlchemy's aiosqlite dialect also uses them. The public calls take a hand-off each.
+        return await self._driver._execute(_write_sqlite, self._driver._conn, bound)
 
     @property
     def dialect_name(self) -> str:
@@ -134,16 +131,21 @@ class DirectConnection:
 def _write_sqlite(connection: sqlite3.Connection, bound: list[tuple[str, list[Any]]]) -> list[Any]:
     """Run statements and commit them on an SQLite connection, in the thread that owns it.
 
-    A failure rolls the transaction back, so the connection holds no half-done write.
+    A failure rolls the transaction back, so the connection holds no half-done write. A driver
+    error is raised as SQLAlchemy's, with the SQL of the statement that failed.
     """
+    sql = "COMMIT"
     try:
         rows: list[Any] = []
         for sql, values in bound:
             rows = connection.execute(sql, values).fetchall()
+        sql = "COMMIT"
         connection.commit()
         return rows
-    except BaseException:
+    except BaseException as error:
         connection.rollback()
+        if isinstance(error, sqlite3.Error):
+            raise _sqlalchemy_error(error, sql) from error
         raise
 
 
