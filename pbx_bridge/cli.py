@@ -55,7 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     test_call.add_argument("number", help="tracked number to call, as the trunk would send it")
     test_call.add_argument("--caller", help="caller id of the test call, e.g. +79161234567")
     test_call.add_argument(
-        "--timeout", type=float, default=120.0, help="seconds to wait for the call to end (default 120)"
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for the call to end, also the maximum ringing time of the QA caller (default 120)",
     )
 
     load = commands.add_parser(

@@ -7,6 +7,7 @@ like a call from the trunk (and enters Stasis), its `;1` half plays the caller i
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from typing import Any
 
@@ -42,6 +43,10 @@ async def place_test_call(config: Config, number: str, caller: str | None, timeo
             caller_id=caller,
             channel_id=qa_channel_id,
             other_channel_id=inbound_channel_id,
+            # Asterisk hangs up an originated channel that is not answered within this time, 30 s
+            # by default, which a hunt list of two destinations outrings. The QA caller waits as
+            # long as this command does.
+            timeout=max(1, math.ceil(timeout)),
         )
     finally:
         await ari.close()

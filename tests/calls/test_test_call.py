@@ -39,6 +39,9 @@ async def test_test_call_prints_journal_row(serve, fake_asterisk, tmp_path):
     assert originate.params["endpoint"] == f"Local/{TRACKED_DIALED}@calltracking-inbound"
     assert originate.params["context"] == "calltracking-qa"
     assert originate.params["extension"] == "caller"
+    # Asterisk's default originate timeout of 30 s would hang up the QA caller while a hunt list
+    # still rings, so the QA call waits as long as the command does.
+    assert originate.params["timeout"] == "30"
 
 
 async def test_test_call_reports_unreachable_asterisk(tmp_path):
