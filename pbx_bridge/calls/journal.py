@@ -305,11 +305,9 @@ class Journal:
         attempts: list[dict[str, Any]],
         recording: RecordingStart | None,
     ) -> None:
-        row = await self._row(call_id)
-        webhooks = await self._company_webhooks(row.company_id)
         recording_row = None
         if recording is not None:
-            # Kept before the write, so that `finish` writes the row if this write fails anywhere.
+            # Kept before the reads and the write, so that `finish` writes the row if any of them fails.
             recording_row = self._recordings[call_id] = {
                 "call_id": call_id,
                 "name": stored_recording_name(recording.name),
@@ -319,6 +317,8 @@ class Journal:
                 "error": recording.error,
                 "started_at": recording.started_at,
             }
+        row = await self._row(call_id)
+        webhooks = await self._company_webhooks(row.company_id)
         async with self._writing(row.session_id, "call.answered", webhooks) as write:
             await self._update_call(write, row, {
                 "answered_at": at,

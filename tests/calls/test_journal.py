@@ -222,6 +222,30 @@ async def test_recording_written_after_failed_answer(database, company):
     assert recording.duration_seconds == 116
 
 
+async def test_recording_written_after_failed_answer_read(database, company, monkeypatch):
+    async def webhooks_fail(self, company_id):
+        # The company's webhooks are read again once their cache expires, here while the database is down.
+        raise OperationalError("SELECT webhooks", {}, OSError("database is down"))
+
+    journal = Journal(database, CallsConfig())
+    try:
+        call_id, _ = await journal.open(_start("answer-read-failed"))
+        with monkeypatch.context() as patch:
+            patch.setattr(Journal, "_company_webhooks", webhooks_fail)
+            with pytest.raises(OperationalError):
+                await _answer(journal, call_id, "answer-read-failed")
+        await journal.finish(call_id, _end(), RecordingEnd(RecordingState.DONE, duration_seconds=116))
+    finally:
+        await journal.close()
+
+    recording = await _recording(database, call_id)
+    assert recording is not None
+    assert recording.name == "calltracking/answer-read-failed"
+    assert recording.state == "done"
+    assert recording.duration_seconds == 116
+    assert (await _row(database, "answer-read-failed")).outcome == "answered"
+
+
 async def test_repeated_answer_rewrites_recording_row(database, company):
     """A write of the answer retried after its reply was lost finds its recording row written."""
     journal = Journal(database, CallsConfig())
