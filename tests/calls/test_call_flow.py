@@ -607,3 +607,37 @@ async def test_service_limits_events_to_those_it_reads(serve, fake_asterisk, dat
     assert allowed == frozenset(EVENT_TYPES)
     assert disallowed == frozenset()
     assert {event["type"] for event in fake_asterisk.events} <= set(EVENT_TYPES)
+
+
+async def test_asterisk_without_event_filter(database_url, company, database, tmp_path, monkeypatch):
+    """Asterisk before 13.26 and 16.3 has no event filter and sends every event, RecordingStarted too."""
+    from aiohttp import web
+
+    from tests.calls.conftest import ARI_PASSWORD, ARI_USER, start_serve, write_config
+    from tests.fake_asterisk import FakeAsterisk
+    from tests.fake_asterisk.rest import RestApi
+
+    async def no_event_filter(self, request):
+        return web.json_response({"message": "Resource not found"}, status=404)
+
+    monkeypatch.setattr(RestApi, "filter_application", no_event_filter)
+    fake = FakeAsterisk(app="calltracking", username=ARI_USER, password=ARI_PASSWORD)
+    await fake.start()
+    try:
+        config = write_config(tmp_path / "c.toml", database_url, fake.url)
+        fake.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.2))
+        serve = await start_serve(config, fake, tmp_path)
+        try:
+            call = await fake.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+            row = await journal_row(database, call.channel_id)
+        finally:
+            await serve.stop()
+    finally:
+        await fake.stop()
+
+    assert "RecordingStarted" in {event["type"] for event in fake.events}
+    assert "cannot set the ARI event filter" in serve.log
+    assert row.outcome == "answered"
+    assert row.error is None
+    assert row.recording.state == "done"
+    assert row.recording.error is None
