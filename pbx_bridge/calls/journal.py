@@ -112,6 +112,8 @@ def _update_call_and_recording(columns: frozenset[str]) -> UpdateBase:
     The UPDATE runs in a WITH clause of the recording's INSERT, so the two commit together in one
     round trip. Its parameters are the columns prefixed with "call_", and "row_id".
     """
+    # SQLAlchemy also adds to the UPDATE's SET every parameter named like a column of calls, so
+    # no parameter of this statement may be: an assertion below checks the prefixes at import.
     call_update = (
         update(_CALLS)
         .where(_CALLS.c.id == bindparam("row_id"))
@@ -119,6 +121,11 @@ def _update_call_and_recording(columns: frozenset[str]) -> UpdateBase:
         .cte("call_update")
     )
     return _UPSERT_RECORDING["postgresql"].add_cte(call_update)
+
+
+assert not any(
+    name == "row_id" or name.startswith(("call_", "recording_")) for name in _CALL_COLUMNS
+), "a column of calls is named like a parameter of _update_call_and_recording"
 
 
 @dataclass(frozen=True)
