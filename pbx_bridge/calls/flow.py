@@ -517,6 +517,9 @@ class CallFlow:
         """Return the hangup cause of the side that ended the call: the caller, the answered leg,
         or the last attempt when no destination answered."""
         if side is HangupSide.CALLER:
+            # NOTE: a PJSIP caller's BYE reaches the application as a ChannelHangupRequest without
+            # a cause, and no ChannelDestroyed follows the caller's StasisEnd, so such a row has no
+            # hangup cause (seen with Asterisk 22.10.1).
             channel_id = self.channel_id
         elif self.state.answered_leg is not None:
             channel_id = self.state.answered_leg.channel_id
