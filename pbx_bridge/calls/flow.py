@@ -41,6 +41,9 @@ FAILED_DIAL_STATUSES = frozenset({"BUSY", "NOANSWER", "CHANUNAVAIL", "CONGESTION
 REACHED_DIAL_STATUSES = frozenset({"RINGING", "PROCEEDING", "PROGRESS"})
 # Q.850 causes a company leg can end with before it answers, read as a Dial status.
 CAUSE_TO_DIAL_STATUS = {17: "BUSY", 18: "NOANSWER", 19: "NOANSWER", 21: "CHANUNAVAIL", 34: "CONGESTION"}
+# Q.850 causes of the Dial statuses that Asterisk publishes before the leg's ChannelHangupRequest
+# with that cause. A call whose last destination reported one ends before the cause arrives.
+DIAL_STATUS_TO_CAUSE = {"BUSY": 17, "CONGESTION": 34}
 # Asterisk's texts (ast_cause2str) for the causes a call commonly ends with, used when an event
 # carries the number without `cause_txt`.
 CAUSE_TEXTS = {
@@ -528,6 +531,8 @@ class CallFlow:
         else:
             return None, None
         cause, text = self.causes.get(channel_id, (None, None))
+        if cause is None and side is HangupSide.SYSTEM and channel_id in self.legs:
+            cause = DIAL_STATUS_TO_CAUSE.get(self.legs[channel_id].status)
         if cause is None:
             return None, None
         return cause, text or CAUSE_TEXTS.get(cause)

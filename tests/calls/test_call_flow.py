@@ -104,6 +104,30 @@ async def test_busy_first_destination_second_answers(serve, fake_asterisk, datab
     assert row.recording.name.endswith(call.channel_id)
 
 
+async def test_every_destination_busy(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Busy(after=0.05, tech_cause=486))
+    fake_asterisk.script_endpoint(MOBILE, Busy(after=0.05, tech_cause=486))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "busy"
+    assert row.hangup_side == "system"
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE, MOBILE]
+    assert [attempt["status"] for attempt in row.attempts] == ["BUSY", "BUSY"]
+    # Asterisk sends a leg's Dial BUSY before the ChannelHangupRequest that carries cause 17.
+    assert row.hangup_cause == 17
+    assert row.hangup_cause_text == "User busy"
+    assert row.answered_at is None
+    assert row.answered_by is None
+    assert row.talk_seconds is None
+    assert 0.1 <= row.wait_seconds < 5.0
+    assert row.error is None
+    assert row.tags == []
+    assert row.recording is None
+    assert fake_asterisk.live_channels() == []
+
+
 async def test_no_answer_until_ring_timeout(database_url, company, database, fake_asterisk, tmp_path):
     from tests.calls.conftest import start_serve, write_config
     from models import Destination
