@@ -50,11 +50,16 @@ async def test_answered_call_caller_hangs_up(serve, fake_asterisk, database, com
     assert row.talk_seconds == seconds_between(answered, ended)
     assert row.hangup_cause == 16
     assert row.hangup_cause_text == "Normal Clearing"
+    assert [attempt["status"] for attempt in row.attempts] == ["ANSWER"]
+    assert row.error is None
+    assert row.tags == []
     assert row.recording is not None
     assert row.recording.state == "done"
     assert row.recording.format == "wav"
-    assert row.recording.name.startswith("calltracking/")
-    assert row.recording.name.endswith(call.channel_id)
+    assert row.recording.name == f"calltracking/{row.started_at:%Y/%m/%d}/{call.channel_id}"
+    assert row.recording.duration_seconds is not None
+    assert abs(row.recording.duration_seconds - row.talk_seconds) <= 1
+    assert row.recording.error is None
 
 
 async def test_answered_call_company_hangs_up(serve, fake_asterisk, database):
@@ -75,6 +80,8 @@ async def test_answered_call_company_hangs_up(serve, fake_asterisk, database):
     assert row.hangup_cause == 16
     assert row.hangup_cause_text == "Normal Clearing"
     assert row.error is None
+    assert row.tags == []
+    assert [attempt["status"] for attempt in row.attempts] == ["ANSWER"]
     assert row.recording.state == "done"
     assert row.recording.duration_seconds == int(row.talk_seconds)
     assert not fake_asterisk.channel_exists(call.channel_id)
@@ -102,6 +109,7 @@ async def test_busy_first_destination_second_answers(serve, fake_asterisk, datab
     assert row.tags == []
     assert row.recording.state == "done"
     assert row.recording.name.endswith(call.channel_id)
+    assert row.recording.duration_seconds is not None
 
 
 async def test_every_destination_busy(serve, fake_asterisk, database):
@@ -148,8 +156,15 @@ async def test_no_answer_until_ring_timeout(database_url, company, database, fak
     assert row.hangup_side == "system"
     assert row.answered_at is None
     assert row.talk_seconds is None
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE, MOBILE]
     assert [attempt["status"] for attempt in row.attempts] == ["NOANSWER", "NOANSWER"]
-    assert row.wait_seconds >= 2.0
+    # Each destination rang for its ring timeout of 1 s, ended by Asterisk's dial timeout.
+    assert 2.0 <= row.wait_seconds < 4.0
+    dials = [r for r in fake_asterisk.requests if r.path.endswith("/dial")]
+    assert [r.params["timeout"] for r in dials] == ["1", "1"]
+    assert row.answered_by is None
+    assert row.error is None
+    assert row.tags == []
     # Asterisk ended each dial with a soft hangup, whose `cause` 32 is a flag, not a Q.850 cause.
     assert row.hangup_cause is None
     assert row.hangup_cause_text is None
@@ -180,8 +195,15 @@ async def test_early_media_until_ring_timeout(database_url, company, database, f
     assert row.hangup_side == "system"
     assert [attempt["status"] for attempt in row.attempts] == ["NOANSWER", "NOANSWER"]
     assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE, MOBILE]
-    assert row.wait_seconds >= 2.0
+    assert 2.0 <= row.wait_seconds < 4.0
+    assert row.answered_at is None
+    assert row.answered_by is None
+    assert row.talk_seconds is None
+    assert row.hangup_cause is None
     assert row.error is None
+    assert row.tags == []
+    assert row.recording is None
+    assert fake_asterisk.live_channels() == []
 
 
 async def test_caller_abandons_while_ringing(serve, fake_asterisk, database):
@@ -203,6 +225,7 @@ async def test_caller_abandons_while_ringing(serve, fake_asterisk, database):
     assert row.hangup_cause_text == "Normal Clearing"
     assert row.recording is None
     assert row.error is None
+    assert row.tags == []
     assert fake_asterisk.live_channels() == []
 
 
@@ -219,8 +242,17 @@ async def test_unknown_number_goes_to_default_destination(serve, fake_asterisk, 
     assert row.outcome == "answered"
     assert row.answered_by == OFFICE
     assert row.hangup_side == "company"
-    assert row.talk_seconds is not None and row.talk_seconds >= 0.1
+    started = event_time(fake_asterisk, "StasisStart", call.channel_id)
+    answered = event_time(fake_asterisk, "Dial", row.outbound_channel_id, dialstatus="ANSWER")
+    ended = event_time(fake_asterisk, "StasisEnd", row.outbound_channel_id)
+    assert row.wait_seconds == seconds_between(started, answered)
+    assert row.talk_seconds == seconds_between(answered, ended)
+    assert row.talk_seconds >= 0.1
+    assert row.hangup_cause == 16
     assert row.error is None
+    assert row.tags == []
+    assert row.recording.state == "done"
+    assert row.recording.name.endswith(call.channel_id)
 
 
 @pytest.mark.parametrize("caller", ["anonymous", "", "alice"])
@@ -233,7 +265,19 @@ async def test_non_numeric_caller_id_kept_raw(serve, fake_asterisk, database, ca
     assert row.caller_raw == caller
     assert row.caller_number is None
     assert row.first_time_caller is None
+    assert row.attribution == "static"
+    assert row.dialed_number == TRACKED
     assert row.outcome == "answered"
+    assert row.answered_by == OFFICE
+    assert row.hangup_side == "company"
+    assert row.talk_seconds >= 0.1
+    assert row.hangup_cause == 16
+    assert row.error is None
+    assert row.tags == []
+    assert row.recording.state == "done"
+    create = next(r for r in fake_asterisk.requests if r.rest == "POST /channels/create")
+    # A raw caller id still reaches the company line, and an empty one sets none.
+    assert create.params.get("variables") == ({"CALLERID(num)": caller} if caller else None)
 
 
 async def test_caller_id_not_text_ignored(serve, fake_asterisk, database):
@@ -300,6 +344,36 @@ async def test_recording_failure_does_not_affect_call(serve, fake_asterisk, data
     assert row.recording.duration_seconds is None
     assert str(status) in row.recording.error
     assert message in row.recording.error
+
+
+async def test_recording_failed_after_start(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_bridged(call.channel_id), timeout=5)
+    await fake_asterisk.wait_for(lambda: bool(fake_asterisk.pbx.live_recordings), timeout=5)
+    recording = next(iter(fake_asterisk.pbx.live_recordings.values()))
+    bridge = fake_asterisk.pbx.bridges[recording.bridge_id]
+    # Asterisk accepted the recording, then could not write its file. The fake's own
+    # RecordingFinished follows when the bridge is destroyed, and the call flow ignores it.
+    fake_asterisk.pbx.emit(
+        set(bridge.apps), "RecordingFailed",
+        recording={**recording.to_json(), "state": "failed", "cause": "could not open the file"},
+    )
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16, after=0.3)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "answered"
+    assert row.hangup_side == "caller"
+    assert row.answered_by == OFFICE
+    assert row.talk_seconds >= 0.3
+    assert row.hangup_cause == 16
+    assert row.error is None
+    assert row.tags == []
+    assert row.recording.name == recording.name
+    assert row.recording.state == "failed"
+    assert row.recording.error == "could not open the file"
+    assert row.recording.duration_seconds is None
 
 
 async def test_second_call_is_not_first_time(serve, fake_asterisk, database):

@@ -11,7 +11,14 @@ from models import Call
 from pbx_bridge.calls.journal import Journal
 from pbx_bridge.config import load_config
 from pbx_bridge.service import Service
-from tests.calls.conftest import OFFICE, TRACKED_DIALED, journal_row, write_config
+from tests.calls.conftest import (
+    OFFICE,
+    TRACKED_DIALED,
+    event_time,
+    journal_row,
+    seconds_between,
+    write_config,
+)
 from tests.fake_asterisk import Answer
 
 
@@ -27,9 +34,23 @@ async def test_two_hundred_concurrent_calls_all_journaled(serve, fake_asterisk, 
     rows = [await journal_row(database, call.channel_id, timeout=60) for call in calls]
 
     assert len({row.channel_id for row in rows}) == 200
+    assert [row.caller_number for row in rows] == [f"+7916{index:07d}" for index in range(200)]
     assert {row.outcome for row in rows} == {"answered"}
     assert {row.hangup_side for row in rows} == {"company"}
+    assert {row.answered_by for row in rows} == {OFFICE}
+    assert {row.hangup_cause for row in rows} == {16}
+    assert {row.error for row in rows} == {None}
+    assert [row.tags for row in rows] == [[]] * 200
     assert all(row.recording.state == "done" for row in rows)
+    assert all(row.recording.name.endswith(row.channel_id) for row in rows)
+    assert all(abs(row.recording.duration_seconds - row.talk_seconds) <= 1 for row in rows)
+    # Each row's times are Asterisk's event times, however busy pbx-bridge was.
+    for row in rows:
+        started = event_time(fake_asterisk, "StasisStart", row.channel_id)
+        answered = event_time(fake_asterisk, "Dial", row.outbound_channel_id, dialstatus="ANSWER")
+        ended = event_time(fake_asterisk, "StasisEnd", row.outbound_channel_id)
+        assert row.wait_seconds == seconds_between(started, answered), row.channel_id
+        assert row.talk_seconds == seconds_between(answered, ended), row.channel_id
     assert fake_asterisk.live_channels() == []
 
 
