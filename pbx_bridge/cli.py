@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,22 @@ from pbx_bridge import __version__
 from pbx_bridge.config import Config, ConfigError, load_config, mask_url, masked
 
 EXIT_USAGE = 2
+# Maximum of `test-call --timeout`, in seconds: the QA call's originate passes it to Asterisk,
+# which reads the originate timeout as a C int.
+MAX_TEST_CALL_TIMEOUT = 2**31 - 1
+
+
+def _test_call_timeout(text: str) -> float:
+    """Parse `test-call --timeout`: a finite number of seconds above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TEST_CALL_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds above 0 and at most {MAX_TEST_CALL_TIMEOUT}, got {text!r}"
+        )
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     test_call.add_argument("--caller", help="caller id of the test call, e.g. +79161234567")
     test_call.add_argument(
         "--timeout",
-        type=float,
+        type=_test_call_timeout,
         default=120.0,
         help="seconds to wait for the call to end, also the maximum ringing time of the QA caller (default 120)",
     )

@@ -6,6 +6,8 @@ import asyncio
 import json
 import sys
 
+import pytest
+
 from tests.calls.conftest import OFFICE, TRACKED, TRACKED_DIALED
 from tests.fake_asterisk import Answer
 
@@ -58,4 +60,21 @@ async def test_test_call_reports_unreachable_asterisk(tmp_path):
     assert out == ""
     assert err.startswith("pbx-bridge: test call failed:")
     assert "qa-secret-value" not in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "0", "-5", "1e300"])
+async def test_test_call_rejects_invalid_timeout(tmp_path, timeout):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "x.db"}"\n[ari]\nurl = "http://127.0.0.1:9"\n',
+        encoding="utf-8",
+    )
+
+    code, out, err = await run_test_call(config, TRACKED_DIALED, f"--timeout={timeout}")
+
+    assert code == 2
+    assert out == ""
+    assert "argument --timeout" in err
+    assert timeout in err
     assert "Traceback" not in err
