@@ -436,6 +436,68 @@ async def test_call_ended_while_disconnected_is_finished(serve, fake_asterisk, d
     assert fake_asterisk.live_channels() == []
 
 
+async def test_call_answered_while_disconnected(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.3, hangup_after=1.0))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_ringing(OFFICE), timeout=5)
+
+    # The line answers during the outage, and its Dial ANSWER is lost with the websocket.
+    await fake_asterisk.drop_websockets(refuse_for=0.6)
+    await fake_asterisk.wait_for(lambda: fake_asterisk.websocket_count > 0, timeout=10)
+
+    row = await journal_row(database, call.channel_id)
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert row.answered_by == OFFICE
+    assert [attempt["status"] for attempt in row.attempts] == ["ANSWER"]
+    assert row.tags == ["answered-while-disconnected"]
+    assert row.error is None
+    # The answer is timed at the reconnect, so the wait time includes the rest of the outage.
+    started = event_time(fake_asterisk, "StasisStart", call.channel_id)
+    answered = event_time(fake_asterisk, "Dial", row.outbound_channel_id, dialstatus="ANSWER")
+    ended = event_time(fake_asterisk, "StasisEnd", row.outbound_channel_id)
+    assert row.wait_seconds >= seconds_between(started, answered)
+    assert row.talk_seconds <= seconds_between(answered, ended)
+    assert row.wait_seconds + row.talk_seconds == pytest.approx(seconds_between(started, ended), abs=0.01)
+    assert row.hangup_cause == 16
+    add_channel = next(r for r in fake_asterisk.requests if r.path.endswith("/addChannel"))
+    assert add_channel.params["channel"] == f"{call.channel_id},{row.outbound_channel_id}"
+    assert add_channel.status == 204
+    assert row.recording.state == "done"
+    assert fake_asterisk.live_channels() == []
+
+
+async def test_leg_rang_out_while_disconnected(serve, fake_asterisk, database):
+    from sqlalchemy import update
+
+    from models import Destination
+
+    async with database.transaction() as session:
+        await session.execute(update(Destination).where(Destination.endpoint == OFFICE).values(ring_timeout=1))
+    fake_asterisk.script_endpoint(OFFICE, NoAnswer())
+    fake_asterisk.script_endpoint(MOBILE, Answer(after=0.1, hangup_after=0.5))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(lambda: fake_asterisk.is_ringing(OFFICE), timeout=5)
+
+    # The office's dial timeout ends its leg during the outage.
+    await fake_asterisk.drop_websockets(refuse_for=1.5)
+    await fake_asterisk.wait_for(lambda: fake_asterisk.websocket_count > 0, timeout=10)
+
+    row = await journal_row(database, call.channel_id)
+    assert row.outcome == "answered"
+    assert row.hangup_side == "company"
+    assert row.answered_by == MOBILE
+    assert [attempt["status"] for attempt in row.attempts] == ["NOANSWER", "ANSWER"]
+    # The call itself did not end during the outage, and its end time is Asterisk's.
+    assert "ended-while-disconnected" not in row.tags
+    ended = event_time(fake_asterisk, "StasisEnd", row.outbound_channel_id)
+    assert row.ended_at.replace(tzinfo=None) == ended.replace(tzinfo=None)
+    assert row.hangup_cause == 16
+    assert row.error is None
+    assert row.recording.state == "done"
+    assert fake_asterisk.live_channels() == []
+
+
 async def test_no_destination_sends_caller_to_fallback(database_url, company, database, fake_asterisk, tmp_path):
     from sqlalchemy import delete
 
