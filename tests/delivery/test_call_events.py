@@ -101,6 +101,14 @@ async def test_call_sends_three_webhooks_once(
         await receiver.stop()
 
     assert row.outcome == "answered"
+    assert row.answered_by == OFFICE
+    assert row.hangup_side == "company"
+    assert row.hangup_cause == 16
+    # With outbox rows to add, the answer and the end write the recording row through SQLAlchemy.
+    assert row.recording.state == "done"
+    assert row.recording.name.endswith(call.channel_id)
+    assert row.recording.duration_seconds is not None
+    assert row.recording.error is None
     assert [delivery.event for delivery in deliveries] == EVENTS
     assert sorted(document["event"] for document in receiver.accepted) == sorted(EVENTS)
     assert sorted(receiver.delivery_ids()) == [delivery.id for delivery in deliveries]
