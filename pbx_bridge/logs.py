@@ -34,3 +34,6 @@ def setup_logging(level: str = "INFO", log_format: str = "human") -> None:
     root.setLevel(level.upper())
     # aiohttp logs every request at INFO; an operator follows calls, not HTTP hits.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # At DEBUG aiosqlite logs each statement it runs with its parameter values: caller numbers,
+    # and webhook secrets of the admin API's writes.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)

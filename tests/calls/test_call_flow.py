@@ -807,3 +807,16 @@ async def test_asterisk_without_event_filter(database_url, company, database, tm
     assert row.error is None
     assert row.recording.state == "done"
     assert row.recording.error is None
+
+
+async def test_debug_log_without_driver_statements(serve, fake_asterisk, database):
+    # `serve` runs at DEBUG. aiosqlite logs every statement it runs there, with its parameter
+    # values, which include caller numbers and, for the admin API's writes, webhook secrets.
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await journal_row(database, call.channel_id)
+
+    lines = serve.log.splitlines()
+    assert any(f"call {call.channel_id}: ended answered" in line for line in lines)
+    assert [line for line in lines if " aiosqlite: " in line] == []
+    assert "INSERT INTO calls" not in serve.log
