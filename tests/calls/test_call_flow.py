@@ -3,6 +3,7 @@ row is checked field by field. Each test runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -484,6 +485,9 @@ async def test_leg_rang_out_while_disconnected(serve, fake_asterisk, database):
     fake_asterisk.script_endpoint(MOBILE, Answer(after=0.1, hangup_after=0.5))
     call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
     await fake_asterisk.wait_for(lambda: fake_asterisk.is_ringing(OFFICE), timeout=5)
+    # pbx-bridge reads the leg's Dial RINGING before the outage: a leg that left without one
+    # would be journaled as unavailable.
+    await asyncio.sleep(0.2)
 
     # The office's dial timeout ends its leg during the outage.
     await fake_asterisk.drop_websockets(refuse_for=1.5)
