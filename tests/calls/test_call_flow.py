@@ -20,6 +20,7 @@ from tests.calls.conftest import (
     seconds_between,
 )
 from tests.fake_asterisk import Answer, Busy, Fail, NoAnswer
+from tests.fake_asterisk.channels import LiveRecording
 
 
 async def test_answered_call_caller_hangs_up(serve, fake_asterisk, database, company):
@@ -353,18 +354,24 @@ async def test_recording_failure_does_not_affect_call(serve, fake_asterisk, data
     assert message in row.recording.error
 
 
-async def test_recording_failed_after_start(serve, fake_asterisk, database):
-    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
-    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+async def _recording_event(fake_asterisk, call, event_type: str, **fields) -> LiveRecording:
+    """Send an event about the call's recording, with `fields` over its own, once it is recorded;
+    return the fake's recording."""
     await fake_asterisk.wait_for(lambda: fake_asterisk.is_bridged(call.channel_id), timeout=5)
     await fake_asterisk.wait_for(lambda: bool(fake_asterisk.pbx.live_recordings), timeout=5)
     recording = next(iter(fake_asterisk.pbx.live_recordings.values()))
     bridge = fake_asterisk.pbx.bridges[recording.bridge_id]
+    fake_asterisk.pbx.emit(set(bridge.apps), event_type, recording={**recording.to_json(), **fields})
+    return recording
+
+
+async def test_recording_failed_after_start(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
     # Asterisk accepted the recording, then could not write its file. The fake's own
     # RecordingFinished follows when the bridge is destroyed, and the call flow ignores it.
-    fake_asterisk.pbx.emit(
-        set(bridge.apps), "RecordingFailed",
-        recording={**recording.to_json(), "state": "failed", "cause": "could not open the file"},
+    recording = await _recording_event(
+        fake_asterisk, call, "RecordingFailed", state="failed", cause="could not open the file"
     )
     await fake_asterisk.caller_hangs_up(call.channel_id, cause=16, after=0.3)
 
@@ -706,15 +713,8 @@ async def test_odd_cause_text_journaled(serve, fake_asterisk, database, text):
 async def test_invalid_recording_duration_not_journaled(serve, fake_asterisk, database, duration):
     fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
     call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
-    await fake_asterisk.wait_for(lambda: fake_asterisk.is_bridged(call.channel_id), timeout=5)
-    await fake_asterisk.wait_for(lambda: bool(fake_asterisk.pbx.live_recordings), timeout=5)
-    recording = next(iter(fake_asterisk.pbx.live_recordings.values()))
-    bridge = fake_asterisk.pbx.bridges[recording.bridge_id]
     # Asterisk's own RecordingFinished comes after this one, which the call flow reads first.
-    fake_asterisk.pbx.emit(
-        set(bridge.apps), "RecordingFinished",
-        recording={**recording.to_json(), "state": "done", "duration": duration},
-    )
+    await _recording_event(fake_asterisk, call, "RecordingFinished", state="done", duration=duration)
     await fake_asterisk.caller_hangs_up(call.channel_id, cause=16, after=0.1)
 
     row = await journal_row(database, call.channel_id)
