@@ -680,8 +680,8 @@ class CallFlow:
             if leg.done and leg is not self.state.answered_leg:
                 continue
             if leg.channel_id not in live:
-                # Only the answered leg's end ends the call. A ringing leg that went is one
-                # attempt, and the hunt goes on from now.
+                # Only the answered leg's end ends the call. A ringing leg that vanished is one
+                # failed attempt, and the hunt goes on with the next destination.
                 if leg is self.state.answered_leg:
                     self.state.tags.add("ended-while-disconnected")
                 await self._on_channel_gone({"channel": {"id": leg.channel_id}, "timestamp": None})

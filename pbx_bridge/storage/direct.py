@@ -131,8 +131,8 @@ class DirectConnection:
 def _write_sqlite(connection: sqlite3.Connection, bound: list[tuple[str, list[Any]]]) -> list[Any]:
     """Run statements and commit them on an SQLite connection, in the thread that owns it.
 
-    A failure rolls the transaction back, so the connection holds no half-done write. A driver
-    error is raised as SQLAlchemy's, with the SQL of the statement that failed.
+    A failure rolls the transaction back, so no half-done write stays open on the connection.
+    A driver error is raised as SQLAlchemy's, with the SQL of the statement that failed.
     """
     sql = "COMMIT"
     try:
