@@ -23,8 +23,8 @@ log = logging.getLogger("pbx_bridge.calls")
 RECORDING_FINISH_TIMEOUT = 5.0
 # Seconds `close` gives calls to hand their callers to the fallback before it cancels them.
 SHUTDOWN_TIMEOUT = 3.0
-# The event types the call flow reads. RecordingStarted is not one: a recording's row says how it
-# ended, and leaving the event out spares one of a call's twelve events.
+# The event types the call flow reads. RecordingStarted is not one, because a recording's row
+# records only how it ended, so leaving it out saves one of a call's twelve events.
 EVENT_TYPES = (
     "StasisStart",
     "StasisEnd",
