@@ -30,7 +30,7 @@ def test_utf8_bytes_object_is_decoded() -> None:
         ("[1, 2]", "frame is a JSON list, expected an object"),
         ('"StasisStart"', "frame is a JSON str, expected an object"),
         ("null", "frame is a JSON NoneType, expected an object"),
-        ('{"type": "StasisStart"}{"type": "StasisEnd"}', "frame is not JSON: Extra data"),
+        ('{"type": "StasisStart"}{"type": "StasisEnd"}', "frame is not JSON: unexpected content after document"),
         ('{"type": "StasisStart"', "frame is not JSON"),
     ],
 )
