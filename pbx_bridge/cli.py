@@ -176,11 +176,18 @@ def _db(args: argparse.Namespace, config: Config) -> int:
 
 
 def _test_call(args: argparse.Namespace, config: Config) -> int:
-    from pbx_bridge.ari import AriError
+    from pbx_bridge.ari import AriError, Unauthorized
     from pbx_bridge.calls.qa import TestCallError, place_test_call
 
     try:
         row = asyncio.run(place_test_call(config, args.number, args.caller, args.timeout))
+    except Unauthorized as error:
+        print(
+            f"pbx-bridge: test call failed: {error}. Check ari.username and ari.password "
+            "against Asterisk's ari.conf.",
+            file=sys.stderr,
+        )
+        return 1
     except (AriError, TestCallError) as error:
         print(f"pbx-bridge: test call failed: {error}", file=sys.stderr)
         return 1

@@ -63,6 +63,25 @@ async def test_test_call_reports_unreachable_asterisk(tmp_path):
     assert "Traceback" not in err
 
 
+async def test_test_call_rejected_password_hint(fake_asterisk, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "x.db"}"\n'
+        f'[ari]\nurl = "{fake_asterisk.url}"\npassword = "wrong-ari-password"\n',
+        encoding="utf-8",
+    )
+
+    code, out, err = await run_test_call(config, TRACKED_DIALED)
+
+    assert code == 1
+    assert out == ""
+    assert err.startswith("pbx-bridge: test call failed:")
+    assert "401" in err
+    assert "Check ari.username and ari.password" in err
+    assert "wrong-ari-password" not in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("timeout", ["nan", "inf", "0", "-5", "1e300"])
 async def test_test_call_rejects_invalid_timeout(tmp_path, timeout):
     config = tmp_path / "c.toml"
