@@ -47,8 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the ARI worker and the HTTP server")
-    serve.add_argument("--log-format", choices=["human", "json"], help="log line format")
-    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-format",
+        choices=["human", "json"],
+        help="log line format (default: log.format of the configuration)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="lowest level to log (default: log.level of the configuration)",
+    )
     serve.add_argument("--no-ari", action="store_true", help="do not connect to Asterisk (HTTP only)")
     serve.add_argument("--no-http", action="store_true", help="do not start the HTTP server")
     serve.add_argument(

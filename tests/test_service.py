@@ -57,6 +57,17 @@ async def get_json(url):
         return response.status, await response.json()
 
 
+def test_serve_help_names_log_keys(capsys):
+    from pbx_bridge.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+
+    assert "default: log.format of the configuration" in help_text
+    assert "default: log.level of the configuration" in help_text
+
+
 async def test_serve_on_sqlite_answers_health(tmp_path):
     process, base = await start(tmp_path)
 
