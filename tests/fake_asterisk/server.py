@@ -399,11 +399,15 @@ class FakeAsterisk:
         self._record(request, params, response)
         if self._close_after_response:
             response.force_close()
-        # The response goes out before the events the request caused, as on a real Asterisk.
-        await response.prepare(request)
-        await response.write_eof()
-        for action in pending:
-            action()
+        # The response goes out before the events the request caused, as on a real Asterisk. A
+        # client that is gone by then does not undo the request: its events and follow-up actions,
+        # such as a created channel's entry into Stasis, still happen.
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        finally:
+            for action in pending:
+                action()
         return response
 
     async def _delay(self, request: web.Request) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from .helpers import AriTestClient, ari_client, basic_auth
@@ -69,6 +71,23 @@ async def test_created_channel_dials_after_stasis_start(fake_asterisk: FakeAster
         answer = await client.request("POST", f"/channels/{channel_id}/dial", caller=call.channel_id)
 
         assert answer == (204, None)
+
+
+async def test_create_carried_out_after_client_gave_up(fake_asterisk: FakeAsterisk) -> None:
+    fake_asterisk.delay_responses("POST /channels/create", 0.3)
+    async with ari_client(fake_asterisk) as client:
+        call = await fake_asterisk.incoming_call("74951110001", caller_number="+79161234567")
+        # The client stops waiting and closes the connection before the fake handles the request.
+        try:
+            await asyncio.wait_for(create_outbound(client, call.channel_id), timeout=0.1)
+        except TimeoutError:
+            pass
+
+        # Asterisk creates the channel all the same, and it enters Stasis as any created channel.
+        start = await client.wait_event("StasisStart", "out-1")
+
+        assert start["args"] == ["outbound", call.channel_id]
+        assert fake_asterisk.channel("out-1")["state"] == "Down"
 
 
 async def test_create_returns_down_channel_with_given_id(fake_asterisk: FakeAsterisk) -> None:
