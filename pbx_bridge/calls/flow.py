@@ -406,10 +406,10 @@ class CallFlow:
         if self.phase is Phase.RINGING:
             await self._dial_next()
 
-    def _close_attempt(self, leg: Leg, status: str, error: str | None = None) -> None:
+    def _close_attempt(self, leg: Leg, status: str, error: str | None = None, at: datetime | None = None) -> None:
         leg.done = True
         leg.status = status
-        attempt = {"endpoint": leg.destination.endpoint, "status": status, "at": now_utc().isoformat()}
+        attempt = {"endpoint": leg.destination.endpoint, "status": status, "at": (at or now_utc()).isoformat()}
         if error:
             attempt["error"] = error
         self.state.attempts.append(attempt)
@@ -595,6 +595,11 @@ class CallFlow:
         state = self.state
         state.ended_at = state.ended_at or now_utc()
         state.hangup_side = side
+        # A destination still ringing when the call ends missed it: its attempt says so, as
+        # Asterisk's DIALSTATUS does, and the destination report counts it.
+        for leg in self.legs.values():
+            if not leg.done:
+                self._close_attempt(leg, "CANCEL", at=state.ended_at)
         await self._teardown()
         cause, cause_text = self._hangup_cause(side)
 

@@ -228,6 +228,8 @@ async def test_caller_abandons_while_ringing(serve, fake_asterisk, database):
     started = event_time(fake_asterisk, "StasisStart", call.channel_id)
     ended = event_time(fake_asterisk, "StasisEnd", call.channel_id)
     assert row.wait_seconds == seconds_between(started, ended)
+    # The line that was ringing missed the call, and the destination report counts it.
+    assert row.attempts == [{"endpoint": OFFICE, "status": "CANCEL", "at": row.ended_at.isoformat()}]
     assert row.talk_seconds is None
     assert row.hangup_cause == 16
     assert row.hangup_cause_text == "Normal Clearing"
