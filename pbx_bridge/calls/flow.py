@@ -595,8 +595,8 @@ class CallFlow:
         state = self.state
         state.ended_at = state.ended_at or now_utc()
         state.hangup_side = side
-        # A destination still ringing when the call ends missed it: its attempt says so, as
-        # Asterisk's DIALSTATUS does, and the destination report counts it.
+        # A destination still ringing when the call ends missed the call. Its attempt gets
+        # Asterisk's DIALSTATUS for that case, so that the destination report counts it.
         for leg in self.legs.values():
             if not leg.done:
                 self._close_attempt(leg, "CANCEL", at=state.ended_at)
