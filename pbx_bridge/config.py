@@ -195,6 +195,9 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
         )
     if raw:
         unknown = sorted(raw)[0]
+        if not isinstance(raw[unknown], dict):
+            # A key above the first section header, as when the header line was left out.
+            raise ConfigError(f"{origin}: key {unknown} is outside any section; {_section_hint(unknown)}")
         raise ConfigError(
             f"{origin}: unknown section [{unknown}]; expected one of {', '.join(_SECTION_TYPES)}"
         )
@@ -206,6 +209,18 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: Mapping[str
     _check_numbers(config, origin, environ)
     _check_delivery(config, origin)
     return config
+
+
+def _section_hint(key: str) -> str:
+    """Name the sections that have `key`, for a key written above every section header."""
+    owners = [
+        f"[{name}]"
+        for name, section_type in _SECTION_TYPES.items()
+        if key in {section_field.name for section_field in dataclasses.fields(section_type)}
+    ]
+    if not owners:
+        return f"no section has a key {key}, so check its spelling and write it under its section header"
+    return f"write it under {' or '.join(owners)}"
 
 
 def masked(config: Config) -> dict[str, dict[str, Any]]:
