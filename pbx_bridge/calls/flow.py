@@ -369,6 +369,11 @@ class CallFlow:
             except AriError as error:
                 log.warning("call %s: cannot create a channel to %s: %s", self.channel_id, destination.endpoint, error)
                 self._close_attempt(leg, "CHANUNAVAIL", str(error))
+                if isinstance(error, AriUnavailable):
+                    # A missing response is Asterisk's failure, not the company line's, and the next
+                    # destination would wait for the same REST API. The fallback context dials the line.
+                    await self.fall_back(f"cannot create a channel to {destination.endpoint}: {error}")
+                    return
                 continue
             log.info("call %s: ringing %s (%s s)", self.channel_id, destination.endpoint, destination.ring_timeout)
             self.registry.post_later(self, destination.ring_timeout + LEG_TIMEOUT_MARGIN, LegTimeout(leg.channel_id))

@@ -76,6 +76,33 @@ async def test_add_channel_without_response_falls_back(serve_short_timeout, fake
     assert fake_asterisk.live_channels() == [call.channel_id]
 
 
+# None: Asterisk never handles the request. A number: it creates the channel after pbx-bridge
+# stopped waiting, and the channel enters Stasis when its call has ended.
+@pytest.mark.parametrize("delay", [None, REQUEST_TIMEOUT + 0.3])
+async def test_create_channel_without_response_falls_back(serve_short_timeout, fake_asterisk, database, delay):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    fake_asterisk.delay_responses("POST /channels/create", delay)
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id, timeout=20)
+    if delay is not None:
+        await fake_asterisk.wait_for(lambda: len(fake_asterisk.live_channels()) == 1, timeout=5)
+
+    # A missing response is Asterisk's failure, not the company line's. The fallback context
+    # dials the line, and the next destination is not tried through the same unresponsive REST API.
+    assert call.fell_back is not None
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert call.fell_back["variables"]["CT_DESTINATION"] == OFFICE
+    assert row.outcome == "failed"
+    assert row.hangup_side == "system"
+    assert "fallback" in row.tags
+    assert "timed out" in row.error
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE]
+    assert [attempt["status"] for attempt in row.attempts] == ["CHANUNAVAIL"]
+    assert "timed out" in row.attempts[0]["error"]
+    assert fake_asterisk.live_channels() == [call.channel_id]
+
+
 async def test_slow_responses_within_timeout_call_answered(serve_short_timeout, fake_asterisk, database):
     fake_asterisk.delay_responses("* *", REQUEST_TIMEOUT * 0.6)
     # The company line talks long enough for the slow answer, addChannel and record requests.
