@@ -166,7 +166,8 @@ class CallFlow:
         # call's task reaches it in the queue.
         self.caller_hangup_at: datetime | None = None
         self.bridge_id = f"ct-{self.channel_id}"
-        self.bridge_created = False
+        # Set when the bridge is requested, because a request without a response may have created it.
+        self.bridge_requested = False
 
         # Journal and recording.
         self.call_id: int | None = None
@@ -215,13 +216,13 @@ class CallFlow:
 
         self.pending = list(self.route.destinations)
         self.registry.bind_bridge(self.bridge_id, self)
+        self.bridge_requested = True
         try:
             await self.ari.create_bridge(bridge_id=self.bridge_id, name=self.bridge_id)
         except Conflict:
             # A previous pbx-bridge process made this call's bridge before it stopped.
             await self._ignore_gone(self.ari.destroy_bridge(self.bridge_id))
             await self.ari.create_bridge(bridge_id=self.bridge_id, name=self.bridge_id)
-        self.bridge_created = True
         self.phase = Phase.RINGING
         await self._dial_next()
 
@@ -645,7 +646,9 @@ class CallFlow:
             await self._ignore_gone(self.ari.hangup(self.channel_id))
             self.caller_in_stasis = False
         # Destroying the bridge also ends its recording, and Asterisk then sends RecordingFinished.
-        if self.bridge_created:
+        # NOTE: a create request that Asterisk carries out after this DELETE leaves the empty
+        # bridge behind, because no later step lists the bridges of ended calls.
+        if self.bridge_requested:
             await self._ignore_gone(self.ari.destroy_bridge(self.bridge_id))
 
     @property

@@ -222,6 +222,10 @@ async def test_http_restart_at_call_start(serve, fake_asterisk, database):
     assert "POST /bridges" in row.error
     assert "connection refused" in serve.log
     assert fake_asterisk.live_channels() == [call.channel_id]
+    # Asterisk created the bridge although its response was lost, and the call's end removed it.
+    bridge_requests = [r.rest for r in fake_asterisk.requests if r.path.startswith("/bridges")]
+    assert bridge_requests == ["POST /bridges", f"DELETE /bridges/ct-{call.channel_id}"]
+    assert fake_asterisk.pbx.bridges == {}
 
 
 async def test_failed_fallback_hangs_up_and_tags_row(serve_short_timeout, fake_asterisk, database):
