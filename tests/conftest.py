@@ -26,6 +26,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "PBX_BRIDGE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("PBX_BRIDGE_REQUIRE_POSTGRES") == "1"
+# Prefix of the database each run creates, for servers that allow only some database names.
+POSTGRES_DATABASE_PREFIX = os.environ.get("PBX_BRIDGE_TEST_POSTGRES_PREFIX", "pbx_bridge_test")
 
 
 def _postgres_url(database: str) -> str:
@@ -46,7 +48,7 @@ async def _postgres_admin(statement: str) -> None:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A migrated PostgreSQL database for this test run."""
-    name = f"pbx_bridge_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = f"{POSTGRES_DATABASE_PREFIX}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
         asyncio.run(_postgres_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncio.TimeoutError) as error:
