@@ -208,7 +208,8 @@ class CallFlow:
             "call %s: %s, company %s, source %s",
             self.channel_id, self.route.attribution.value, self.route.company_id, self.route.source_id,
         )
-        if not self.caller_in_stasis:
+        if not self.caller_waiting:
+            # The caller hung up meanwhile, and the caller's StasisEnd, queued behind, ends the call.
             return
         if not self.route.destinations:
             await self.fall_back(self._no_destination_reason())
@@ -225,6 +226,11 @@ class CallFlow:
             await self.ari.create_bridge(bridge_id=self.bridge_id, name=self.bridge_id)
         self.phase = Phase.RINGING
         await self._dial_next()
+
+    @property
+    def caller_waiting(self) -> bool:
+        """Whether the caller is in the application and no hangup request of theirs has arrived."""
+        return self.caller_in_stasis and self.caller_hangup_at is None
 
     def _no_destination_reason(self) -> str:
         """Return the journal's error for a call with nothing to dial, naming the setting to change."""
@@ -349,7 +355,9 @@ class CallFlow:
         return variables
 
     async def _dial_next(self) -> None:
-        while self.pending and self.caller_in_stasis:
+        # After the caller's hangup request no further line is dialed, because it would ring for a
+        # caller who is gone. The caller's StasisEnd, queued behind, ends the call.
+        while self.pending and self.caller_waiting:
             destination = self.pending.pop(0)
             # Unique across processes: a call taken over after a restart must not reuse a leg id
             # that the previous process's leg may still hold in Asterisk. The caller's channel id
@@ -379,7 +387,7 @@ class CallFlow:
             log.info("call %s: ringing %s (%s s)", self.channel_id, destination.endpoint, destination.ring_timeout)
             self.registry.post_later(self, destination.ring_timeout + LEG_TIMEOUT_MARGIN, LegTimeout(leg.channel_id))
             return
-        if self.caller_in_stasis and self.phase is Phase.RINGING:
+        if self.caller_waiting and self.phase is Phase.RINGING:
             await self._give_up()
 
     async def _on_leg_entered(self, event: dict[str, Any]) -> None:

@@ -239,6 +239,56 @@ async def test_caller_abandons_while_ringing(serve, fake_asterisk, database):
     assert fake_asterisk.live_channels() == []
 
 
+async def test_caller_gone_before_hunt_rings_nobody(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, NoAnswer())
+    # The ring request is slow, and the caller hangs up before pbx-bridge reaches the hunt.
+    fake_asterisk.delay_responses("POST /channels/*/ring", 0.3)
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16, after=0.1)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "abandoned"
+    assert row.hangup_side == "caller"
+    assert row.hangup_cause == 16
+    started = event_time(fake_asterisk, "StasisStart", call.channel_id)
+    ended = event_time(fake_asterisk, "StasisEnd", call.channel_id)
+    assert row.wait_seconds == seconds_between(started, ended)
+    # No destination rang, so none has an attempt to count as missed.
+    assert row.attempts == []
+    assert row.error is None
+    rest = [r.rest for r in fake_asterisk.requests]
+    assert "POST /bridges" not in rest
+    assert "POST /channels/create" not in rest
+    assert fake_asterisk.live_channels() == []
+    assert fake_asterisk.pbx.bridges == {}
+
+
+async def test_caller_gone_during_hunt_stops_it(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Busy(after=0.05))
+    fake_asterisk.script_endpoint(MOBILE, NoAnswer())
+    # pbx-bridge hangs up the busy leg before it dials on. That request is slow, and the caller
+    # hangs up meanwhile.
+    fake_asterisk.delay_responses("DELETE /channels/*", 0.3)
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    await fake_asterisk.wait_for(
+        lambda: any(event.get("dialstatus") == "BUSY" for event in fake_asterisk.events), timeout=5
+    )
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16, after=0.1)
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "abandoned"
+    assert row.hangup_side == "caller"
+    assert row.hangup_cause == 16
+    # The mobile line was not dialed for a caller who had hung up.
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE]
+    assert [attempt["status"] for attempt in row.attempts] == ["BUSY"]
+    creates = [r for r in fake_asterisk.requests if r.rest == "POST /channels/create"]
+    assert [r.params["endpoint"] for r in creates] == [OFFICE]
+    assert fake_asterisk.live_channels() == []
+
+
 async def test_unknown_number_goes_to_default_destination(serve, fake_asterisk, database):
     fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
     call = await fake_asterisk.incoming_call("74950000000", caller_number="+79161234567")
