@@ -21,7 +21,7 @@ from pbx_bridge.ari.errors import (
     error_for_status,
     map_transport_errors,
 )
-from pbx_bridge.ari.events import MalformedEvent, decode_event, describe_frame
+from pbx_bridge.ari.events import MalformedEvent, decode_event, describe_frame, parse_json
 from pbx_bridge.ari.http import HttpError, HttpPool
 from pbx_bridge.config import AriConfig
 
@@ -379,8 +379,8 @@ class AriClient:
             if status == 204 or not content.strip():
                 return None
             try:
-                return orjson.loads(content)
-            except orjson.JSONDecodeError:
+                return parse_json(content)
+            except ValueError:
                 raise ServerError(
                     operation, resource_id, status, f"response is not JSON: {describe_frame(content)}"
                 ) from None
@@ -547,8 +547,8 @@ def _asterisk_message(content: bytes, reason: str | None) -> str:
     The text is cut to MESSAGE_LIMIT characters, because it goes into log lines and journal rows.
     """
     try:
-        body = orjson.loads(content)
-    except orjson.JSONDecodeError:
+        body = parse_json(content)
+    except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return describe_frame(body["message"], MESSAGE_LIMIT)

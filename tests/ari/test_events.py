@@ -22,6 +22,31 @@ def test_utf8_bytes_object_is_decoded() -> None:
 
 
 @pytest.mark.parametrize(
+    ("frame", "value"),
+    [
+        ('{"type": "Dial", "x": NaN}', "nan"),
+        ('{"type": "Dial", "x": -Infinity}', "-inf"),
+        ('{"type": "Dial", "x": 1e400}', "inf"),
+        (b'\xef\xbb\xbf{"type": "Dial", "x": 1}', "1"),
+    ],
+    ids=["nan", "infinity", "beyond_double", "bom"],
+)
+def test_odd_json_is_decoded(frame: str | bytes, value: str) -> None:
+    # orjson rejects these, and the json module reads them, as pbx-bridge did before orjson.
+    event = decode_event(frame)
+
+    assert event["type"] == "Dial"
+    assert str(event["x"]) == value
+
+
+def test_unpaired_surrogate_is_replaced() -> None:
+    event = decode_event('{"type": "StasisStart", "name": "Iv\\ud800an", "smile": "\\ud83d\\ude00"}')
+
+    assert event["name"] == "Iv\ufffdan"
+    assert event["smile"] == "\U0001f600"
+
+
+@pytest.mark.parametrize(
     ("frame", "problem"),
     [
         ("not json", "frame is not JSON"),

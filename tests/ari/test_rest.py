@@ -330,6 +330,16 @@ async def test_json_response_is_parsed(ari_server: AriServer, ari_client: AriCli
     assert await ari_client.get_channel("1796411651.26") == channel
 
 
+async def test_response_with_nan_is_parsed(ari_server: AriServer, ari_client: AriClient) -> None:
+    # orjson rejects NaN, so the json module reads the body.
+    ari_server.reply("GET", "/ari/channels/1796411651.26", 200, '{"id": "1796411651.26", "x": NaN}')
+
+    channel = await ari_client.get_channel("1796411651.26")
+
+    assert channel["id"] == "1796411651.26"
+    assert str(channel["x"]) == "nan"
+
+
 async def test_json_list_response_is_parsed(ari_server: AriServer, ari_client: AriClient) -> None:
     ari_server.reply("GET", "/ari/channels", 200, [{"id": "1"}, {"id": "2"}])
 

@@ -289,6 +289,22 @@ async def test_caller_gone_during_hunt_stops_it(serve, fake_asterisk, database):
     assert fake_asterisk.live_channels() == []
 
 
+async def test_start_event_with_nan_handled(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
+    # NaN is not JSON, and orjson rejects the frame. A frame that pbx-bridge skipped would leave
+    # its caller in Stasis, with no call flow to forward the call.
+    call = await fake_asterisk.incoming_call(
+        TRACKED_DIALED, caller_number="+79161234567", stasis_args=[TRACKED_DIALED, float("nan")]
+    )
+
+    row = await journal_row(database, call.channel_id)
+
+    assert row.outcome == "answered"
+    assert row.dialed_raw == TRACKED_DIALED
+    assert row.answered_by == OFFICE
+    assert "malformed" not in serve.log
+
+
 async def test_unknown_number_goes_to_default_destination(serve, fake_asterisk, database):
     fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05, hangup_after=0.1))
     call = await fake_asterisk.incoming_call("74950000000", caller_number="+79161234567")
