@@ -399,6 +399,12 @@ class CallFlow:
             await self.ari.dial(leg.channel_id, caller=self.channel_id, timeout=leg.destination.ring_timeout)
         except AriError as error:
             log.warning("call %s: dialing %s failed: %s", self.channel_id, leg.destination.endpoint, error)
+            if isinstance(error, AriUnavailable):
+                # A missing response is Asterisk's failure, as for the leg's create request, so the
+                # fallback context dials the line. fall_back also hangs up this leg.
+                self._close_attempt(leg, "CHANUNAVAIL", str(error))
+                await self.fall_back(f"cannot dial {leg.destination.endpoint}: {error}")
+                return
             await self._attempt_failed(leg, "CHANUNAVAIL", str(error))
 
     async def _on_dial(self, event: dict[str, Any]) -> None:

@@ -103,6 +103,40 @@ async def test_create_channel_without_response_falls_back(serve_short_timeout, f
     assert fake_asterisk.live_channels() == [call.channel_id]
 
 
+# None: Asterisk never handles the request. A number: it handles the request after pbx-bridge
+# stopped waiting and hung the leg up, so the dial gets 404.
+@pytest.mark.parametrize("delay", [None, REQUEST_TIMEOUT + 0.3])
+async def test_dial_without_response_falls_back(serve_short_timeout, fake_asterisk, database, delay):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.05))
+    fake_asterisk.delay_responses("POST /channels/*/dial", delay)
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+
+    row = await journal_row(database, call.channel_id, timeout=20)
+    if delay is not None:
+        await fake_asterisk.wait_for(
+            lambda: any(r.path.endswith("/dial") and r.status == 404 for r in fake_asterisk.requests), timeout=5
+        )
+
+    # The next destination would be dialed through the same unresponsive REST API, and after the
+    # last one the caller would be hung up. The fallback context dials the line instead.
+    assert call.fell_back is not None
+    assert call.fell_back["context"] == "calltracking-fallback"
+    assert call.fell_back["variables"]["CT_DESTINATION"] == OFFICE
+    assert row.outcome == "failed"
+    assert row.hangup_side == "system"
+    assert row.tags == ["fallback"]
+    assert row.error.startswith(f"cannot dial {OFFICE}: ")
+    assert "timed out" in row.error
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE]
+    assert [attempt["status"] for attempt in row.attempts] == ["CHANUNAVAIL"]
+    assert "timed out" in row.attempts[0]["error"]
+    creates = [r for r in fake_asterisk.requests if r.rest == "POST /channels/create"]
+    assert [r.params["endpoint"] for r in creates] == [OFFICE]
+    leg = creates[0].params["channelId"]
+    assert (f"DELETE /channels/{leg}", 204) in [(r.rest, r.status) for r in fake_asterisk.requests]
+    assert fake_asterisk.live_channels() == [call.channel_id]
+
+
 async def test_slow_responses_within_timeout_call_answered(serve_short_timeout, fake_asterisk, database):
     fake_asterisk.delay_responses("* *", REQUEST_TIMEOUT * 0.6)
     # The company line talks long enough for the slow answer, addChannel and record requests.
