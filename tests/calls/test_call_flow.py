@@ -23,6 +23,12 @@ from tests.fake_asterisk import Answer, Busy, Fail, NoAnswer
 from tests.fake_asterisk.channels import LiveRecording
 
 
+def call_requests(fake) -> list[tuple[str, int]]:
+    """Return the REST requests and their statuses in order, without those on the application
+    (event filter, reconcile)."""
+    return [(r.rest, r.status) for r in fake.requests if not r.path.startswith("/applications")]
+
+
 async def test_answered_call_caller_hangs_up(serve, fake_asterisk, database, company):
     fake_asterisk.script_endpoint(OFFICE, Answer(after=0.1))
     call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567", caller_name="Ivan Petrov")
@@ -38,6 +44,7 @@ async def test_answered_call_caller_hangs_up(serve, fake_asterisk, database, com
     assert row.dialed_raw == TRACKED_DIALED
     assert row.attribution == "static"
     assert row.source_id is not None
+    assert row.caller_raw == "+79161234567"
     assert row.caller_number == "+79161234567"
     assert row.caller_name == "Ivan Petrov"
     assert row.linkedid == call.channel_id
@@ -52,6 +59,7 @@ async def test_answered_call_caller_hangs_up(serve, fake_asterisk, database, com
     assert row.talk_seconds == seconds_between(answered, ended)
     assert row.hangup_cause == 16
     assert row.hangup_cause_text == "Normal Clearing"
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE]
     assert [attempt["status"] for attempt in row.attempts] == ["ANSWER"]
     assert row.error is None
     assert row.tags == []
@@ -62,6 +70,25 @@ async def test_answered_call_caller_hangs_up(serve, fake_asterisk, database, com
     assert row.recording.duration_seconds is not None
     assert abs(row.recording.duration_seconds - row.talk_seconds) <= 1
     assert row.recording.error is None
+    caller, leg, bridge = call.channel_id, row.outbound_channel_id, f"ct-{call.channel_id}"
+    # The caller left on their own, so only the company leg and the bridge are torn down.
+    assert call_requests(fake_asterisk) == [
+        (f"POST /channels/{caller}/ring", 204),
+        ("POST /bridges", 200),
+        ("POST /channels/create", 200),
+        (f"POST /channels/{leg}/dial", 204),
+        (f"POST /channels/{caller}/answer", 204),
+        (f"POST /bridges/{bridge}/addChannel", 204),
+        (f"POST /bridges/{bridge}/record", 201),
+        (f"DELETE /channels/{leg}", 204),
+        (f"DELETE /bridges/{bridge}", 204),
+    ]
+    assert fake_asterisk.live_channels() == []
+    # Every call log line names the call, and the service logged no warning or error.
+    call_lines = [line for line in serve.log.splitlines() if " pbx_bridge.calls: " in line]
+    assert call_lines
+    assert all(f"call {caller}: " in line for line in call_lines)
+    assert [line for line in serve.log.splitlines() if " WARNING " in line or " ERROR " in line] == []
 
 
 async def test_answered_call_company_hangs_up(serve, fake_asterisk, database):
@@ -83,9 +110,13 @@ async def test_answered_call_company_hangs_up(serve, fake_asterisk, database):
     assert row.hangup_cause_text == "Normal Clearing"
     assert row.error is None
     assert row.tags == []
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE]
     assert [attempt["status"] for attempt in row.attempts] == ["ANSWER"]
     assert row.recording.state == "done"
+    assert row.recording.name == f"calltracking/{row.started_at:%Y/%m/%d}/{call.channel_id}"
+    assert row.recording.format == "wav"
     assert row.recording.duration_seconds == int(row.talk_seconds)
+    assert row.recording.error is None
     assert not fake_asterisk.channel_exists(call.channel_id)
 
 
@@ -107,11 +138,33 @@ async def test_busy_first_destination_second_answers(serve, fake_asterisk, datab
     assert row.talk_seconds == seconds_between(answered, ended)
     assert row.hangup_side == "company"
     assert row.hangup_cause == 16
+    assert row.hangup_cause_text == "Normal Clearing"
     assert row.error is None
     assert row.tags == []
     assert row.recording.state == "done"
-    assert row.recording.name.endswith(call.channel_id)
-    assert row.recording.duration_seconds is not None
+    assert row.recording.name == f"calltracking/{row.started_at:%Y/%m/%d}/{call.channel_id}"
+    assert row.recording.duration_seconds == int(row.talk_seconds)
+    creates = [r for r in fake_asterisk.requests if r.rest == "POST /channels/create"]
+    assert [r.params["endpoint"] for r in creates] == [OFFICE, MOBILE]
+    office_leg, mobile_leg = (r.params["channelId"] for r in creates)
+    caller, bridge = call.channel_id, f"ct-{call.channel_id}"
+    assert mobile_leg == row.outbound_channel_id
+    # The busy leg was gone when pbx-bridge hung it up, and the mobile line was dialed after it.
+    assert call_requests(fake_asterisk) == [
+        (f"POST /channels/{caller}/ring", 204),
+        ("POST /bridges", 200),
+        ("POST /channels/create", 200),
+        (f"POST /channels/{office_leg}/dial", 204),
+        (f"DELETE /channels/{office_leg}", 404),
+        ("POST /channels/create", 200),
+        (f"POST /channels/{mobile_leg}/dial", 204),
+        (f"POST /channels/{caller}/answer", 204),
+        (f"POST /bridges/{bridge}/addChannel", 204),
+        (f"POST /bridges/{bridge}/record", 201),
+        (f"DELETE /channels/{caller}", 204),
+        (f"DELETE /bridges/{bridge}", 204),
+    ]
+    assert fake_asterisk.live_channels() == []
 
 
 async def test_every_destination_busy(serve, fake_asterisk, database):
@@ -178,6 +231,28 @@ async def test_no_answer_until_ring_timeout(database_url, company, database, fak
     assert row.hangup_cause_text is None
     assert row.recording is None
     assert not fake_asterisk.channel_exists(call.channel_id)
+    # The wait lasts from the caller's StasisStart until pbx-bridge gave up after the last leg.
+    creates = [r for r in fake_asterisk.requests if r.rest == "POST /channels/create"]
+    office_leg, mobile_leg = (r.params["channelId"] for r in creates)
+    started = event_time(fake_asterisk, "StasisStart", call.channel_id)
+    last_leg_ended = event_time(fake_asterisk, "StasisEnd", mobile_leg)
+    assert row.started_at.replace(tzinfo=None) == started.replace(tzinfo=None)
+    assert row.ended_at.replace(tzinfo=None) >= last_leg_ended.replace(tzinfo=None)
+    assert row.wait_seconds == pytest.approx(seconds_between(row.started_at, row.ended_at), abs=0.001)
+    caller, bridge = call.channel_id, f"ct-{call.channel_id}"
+    # Asterisk hung up each leg at its dial timeout, so only the caller and the bridge are left.
+    assert call_requests(fake_asterisk) == [
+        (f"POST /channels/{caller}/ring", 204),
+        ("POST /bridges", 200),
+        ("POST /channels/create", 200),
+        (f"POST /channels/{office_leg}/dial", 204),
+        ("POST /channels/create", 200),
+        (f"POST /channels/{mobile_leg}/dial", 204),
+        (f"DELETE /channels/{caller}", 204),
+        (f"DELETE /bridges/{bridge}", 204),
+    ]
+    caller_hangup = next(r for r in fake_asterisk.requests if r.rest == f"DELETE /channels/{caller}")
+    assert caller_hangup.params == {"reason": "normal"}
 
 
 async def test_early_media_until_ring_timeout(database_url, company, database, fake_asterisk, tmp_path):
@@ -233,10 +308,23 @@ async def test_caller_abandons_while_ringing(serve, fake_asterisk, database):
     assert row.talk_seconds is None
     assert row.hangup_cause == 16
     assert row.hangup_cause_text == "Normal Clearing"
+    assert row.answered_by is None
+    assert row.outbound_channel_id is None
     assert row.recording is None
     assert row.error is None
     assert row.tags == []
     assert fake_asterisk.live_channels() == []
+    create = next(r for r in fake_asterisk.requests if r.rest == "POST /channels/create")
+    caller, leg, bridge = call.channel_id, create.params["channelId"], f"ct-{call.channel_id}"
+    # The ringing leg is hung up when the caller leaves, and the caller is not answered.
+    assert call_requests(fake_asterisk) == [
+        (f"POST /channels/{caller}/ring", 204),
+        ("POST /bridges", 200),
+        ("POST /channels/create", 200),
+        (f"POST /channels/{leg}/dial", 204),
+        (f"DELETE /channels/{leg}", 204),
+        (f"DELETE /bridges/{bridge}", 204),
+    ]
 
 
 async def test_caller_gone_before_hunt_rings_nobody(serve, fake_asterisk, database):
@@ -325,10 +413,22 @@ async def test_unknown_number_goes_to_default_destination(serve, fake_asterisk, 
     assert row.talk_seconds == seconds_between(answered, ended)
     assert row.talk_seconds >= 0.1
     assert row.hangup_cause == 16
+    assert row.hangup_cause_text == "Normal Clearing"
+    assert row.caller_raw == "+79161234567"
+    assert row.caller_number == "+79161234567"
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE]
+    assert [attempt["status"] for attempt in row.attempts] == ["ANSWER"]
     assert row.error is None
     assert row.tags == []
     assert row.recording.state == "done"
-    assert row.recording.name.endswith(call.channel_id)
+    assert row.recording.name == f"calltracking/{row.started_at:%Y/%m/%d}/{call.channel_id}"
+    assert row.recording.duration_seconds == int(row.talk_seconds)
+    # The default destination rings for calls.ring_timeout, 20 s unless configured.
+    create = next(r for r in fake_asterisk.requests if r.rest == "POST /channels/create")
+    dial = next(r for r in fake_asterisk.requests if r.path.endswith("/dial"))
+    assert create.params["endpoint"] == OFFICE
+    assert dial.params["timeout"] == "20"
+    assert call.fell_back is None
 
 
 @pytest.mark.parametrize("caller", ["anonymous", "", "alice"])
@@ -346,11 +446,19 @@ async def test_non_numeric_caller_id_kept_raw(serve, fake_asterisk, database, ca
     assert row.outcome == "answered"
     assert row.answered_by == OFFICE
     assert row.hangup_side == "company"
+    started = event_time(fake_asterisk, "StasisStart", call.channel_id)
+    answered = event_time(fake_asterisk, "Dial", row.outbound_channel_id, dialstatus="ANSWER")
+    ended = event_time(fake_asterisk, "StasisEnd", row.outbound_channel_id)
+    assert row.wait_seconds == seconds_between(started, answered)
+    assert row.talk_seconds == seconds_between(answered, ended)
     assert row.talk_seconds >= 0.1
     assert row.hangup_cause == 16
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE]
+    assert [attempt["status"] for attempt in row.attempts] == ["ANSWER"]
     assert row.error is None
     assert row.tags == []
     assert row.recording.state == "done"
+    assert row.recording.name == f"calltracking/{row.started_at:%Y/%m/%d}/{call.channel_id}"
     create = next(r for r in fake_asterisk.requests if r.rest == "POST /channels/create")
     # A raw caller id still reaches the company line, and an empty one sets none.
     assert create.params.get("variables") == ({"CALLERID(num)": caller} if caller else None)
@@ -410,16 +518,30 @@ async def test_recording_failure_does_not_affect_call(serve, fake_asterisk, data
 
     row = await journal_row(database, call.channel_id)
 
+    assert call.fell_back is None
     assert row.outcome == "answered"
     assert row.hangup_side == "company"
     assert row.answered_by == OFFICE
     assert row.talk_seconds is not None and row.talk_seconds >= 0.2
+    started = event_time(fake_asterisk, "StasisStart", call.channel_id)
+    answered = event_time(fake_asterisk, "Dial", row.outbound_channel_id, dialstatus="ANSWER")
+    ended = event_time(fake_asterisk, "StasisEnd", row.outbound_channel_id)
+    assert row.wait_seconds == seconds_between(started, answered)
+    assert row.talk_seconds == seconds_between(answered, ended)
+    assert row.hangup_cause == 16
+    assert [attempt["status"] for attempt in row.attempts] == ["ANSWER"]
     assert row.error is None
     assert row.tags == []
+    record = next(r for r in fake_asterisk.requests if r.rest.endswith("/record"))
+    assert record.status == status
+    assert row.recording.name == record.params["name"]
+    assert row.recording.format == "wav"
     assert row.recording.state == "failed"
     assert row.recording.duration_seconds is None
+    assert row.recording.error.startswith("recording did not start: ")
     assert str(status) in row.recording.error
     assert message in row.recording.error
+    assert fake_asterisk.live_channels() == []
 
 
 async def _recording_event(fake_asterisk, call, event_type: str, **fields) -> LiveRecording:
@@ -493,8 +615,19 @@ async def test_websocket_drop_mid_call_keeps_control(serve, fake_asterisk, datab
     assert row.hangup_cause_text == "Normal Clearing"
     assert row.error is None
     assert "ended-while-disconnected" not in row.tags
+    assert row.tags == []
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE]
+    assert [attempt["status"] for attempt in row.attempts] == ["ANSWER"]
     assert row.recording.state == "done"
+    assert row.recording.name == f"calltracking/{row.started_at:%Y/%m/%d}/{call.channel_id}"
+    assert row.recording.duration_seconds == int(row.talk_seconds)
     assert fake_asterisk.live_channels() == []
+    # After the reconnect pbx-bridge read the application's channels, then tore the call down.
+    rest = [r.rest for r in fake_asterisk.requests]
+    reconciled = [index for index, request in enumerate(rest) if request == "GET /applications/calltracking"]
+    assert len(reconciled) == 2
+    leg, bridge = row.outbound_channel_id, f"ct-{call.channel_id}"
+    assert rest[reconciled[1] + 1:] == [f"DELETE /channels/{leg}", f"DELETE /bridges/{bridge}"]
 
 
 async def test_call_ended_while_disconnected_is_finished(serve, fake_asterisk, database):

@@ -38,11 +38,13 @@ async def test_two_hundred_concurrent_calls_all_journaled(serve, fake_asterisk, 
     assert {row.outcome for row in rows} == {"answered"}
     assert {row.hangup_side for row in rows} == {"company"}
     assert {row.answered_by for row in rows} == {OFFICE}
+    assert all([attempt["status"] for attempt in row.attempts] == ["ANSWER"] for row in rows)
     assert {row.hangup_cause for row in rows} == {16}
     assert {row.error for row in rows} == {None}
     assert [row.tags for row in rows] == [[]] * 200
     assert all(row.recording.state == "done" for row in rows)
     assert all(row.recording.name.endswith(row.channel_id) for row in rows)
+    assert {row.recording.error for row in rows} == {None}
     assert all(abs(row.recording.duration_seconds - row.talk_seconds) <= 1 for row in rows)
     # Each row's times are Asterisk's event times, however busy pbx-bridge was.
     for row in rows:
