@@ -616,9 +616,10 @@ class CallFlow:
         state.ended_at = state.ended_at or now_utc()
         state.hangup_side = side
         # A destination still ringing when the call ends missed the call. Its attempt gets
-        # Asterisk's DIALSTATUS for that case, so that the destination report counts it.
+        # Asterisk's DIALSTATUS for that case, so that the destination report counts it. A leg
+        # that was not ringing yet gets no attempt, because its line never showed the call.
         for leg in self.legs.values():
-            if not leg.done:
+            if not leg.done and leg.status in REACHED_DIAL_STATUSES:
                 self._close_attempt(leg, "CANCEL", at=state.ended_at)
         await self._teardown()
         cause, cause_text = self._hangup_cause(side)

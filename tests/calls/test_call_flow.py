@@ -1025,3 +1025,31 @@ async def test_debug_log_without_driver_statements(serve, fake_asterisk, databas
     assert any(f"call {call.channel_id}: ended answered" in line for line in lines)
     assert [line for line in lines if " aiosqlite: " in line] == []
     assert "INSERT INTO calls" not in serve.log
+
+
+class _QuietAri:
+    """An ARI client whose requests all succeed and do nothing."""
+
+    async def hangup(self, channel_id: str, reason: str | None = None) -> None:
+        return None
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        return None
+
+
+async def test_abandoned_call_cancels_ringing_legs_only():
+    from pbx_bridge.calls.flow import CallFlow, Leg, Phase
+    from pbx_bridge.calls.routing import Destination
+    from pbx_bridge.config import Config
+
+    start = {"type": "StasisStart", "args": [TRACKED_DIALED], "channel": {"id": "1796461574.8"}}
+    flow = CallFlow(start, ari=_QuietAri(), journal=None, config=Config(), registry=None)
+    flow.phase = Phase.RINGING
+    for channel_id, endpoint, status in (("leg-1", OFFICE, "RINGING"), ("leg-2", MOBILE, None)):
+        flow.legs[channel_id] = Leg(channel_id, Destination(endpoint, 20), in_stasis=True, status=status)
+
+    await flow.handle({"type": "StasisEnd", "timestamp": "2026-12-05T10:00:03.500+0000", "channel": {"id": "1796461574.8"}})
+
+    assert flow.phase is Phase.ENDED
+    # The line that rang missed the call. The one not ringing yet never showed it.
+    assert flow.state.attempts == [{"endpoint": OFFICE, "status": "CANCEL", "at": "2026-12-05T10:00:03.500000+00:00"}]
