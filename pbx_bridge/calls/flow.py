@@ -456,10 +456,20 @@ class CallFlow:
             "call %s: answered by %s after %.1f s",
             self.channel_id, leg.destination.endpoint, (at - self.state.started_at).total_seconds(),
         )
+        caller_answered = False
         try:
             await self.ari.answer(self.channel_id)
+            caller_answered = True
             await self.ari.add_channel(self.bridge_id, self.channel_id, leg.channel_id)
         except NotFound:
+            if not caller_answered:
+                # The caller hung up as the line answered and never talked, so the call was
+                # abandoned. The caller's StasisEnd, queued behind this event, ends it.
+                self.phase = Phase.RINGING
+                self.state.answered_at = None
+                self.state.answered_leg = None
+                log.info("call %s: caller hung up as %s answered", self.channel_id, leg.destination.endpoint)
+                return
             # One side hung up meanwhile; its StasisEnd is queued behind this event and ends the call.
             log.info("call %s: a leg left before it could be bridged", self.channel_id)
             return

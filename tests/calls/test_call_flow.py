@@ -327,6 +327,48 @@ async def test_caller_abandons_while_ringing(serve, fake_asterisk, database):
     ]
 
 
+async def test_caller_gone_as_line_answers(serve, fake_asterisk, database):
+    fake_asterisk.script_endpoint(OFFICE, Answer(after=0.3))
+    call = await fake_asterisk.incoming_call(TRACKED_DIALED, caller_number="+79161234567")
+    # The caller's answer request is slow, and the caller hangs up while it waits.
+    fake_asterisk.delay_responses(f"POST /channels/{call.channel_id}/answer", 0.3)
+    await fake_asterisk.wait_for(
+        lambda: any(event.get("dialstatus") == "ANSWER" for event in fake_asterisk.events), timeout=5
+    )
+    await fake_asterisk.caller_hangs_up(call.channel_id, cause=16, after=0.1)
+
+    row = await journal_row(database, call.channel_id)
+
+    # The caller was never answered nor connected, so the call was abandoned.
+    assert row.outcome == "abandoned"
+    assert row.hangup_side == "caller"
+    assert row.hangup_cause == 16
+    assert row.answered_at is None
+    assert row.answered_by is None
+    assert row.talk_seconds is None
+    started = event_time(fake_asterisk, "StasisStart", call.channel_id)
+    ended = event_time(fake_asterisk, "StasisEnd", call.channel_id)
+    assert row.wait_seconds == seconds_between(started, ended)
+    # The line did answer, too late for the caller.
+    assert [attempt["endpoint"] for attempt in row.attempts] == [OFFICE]
+    assert [attempt["status"] for attempt in row.attempts] == ["ANSWER"]
+    assert row.recording is None
+    assert row.error is None
+    assert row.tags == []
+    create = next(r for r in fake_asterisk.requests if r.rest == "POST /channels/create")
+    caller, leg, bridge = call.channel_id, create.params["channelId"], f"ct-{call.channel_id}"
+    assert call_requests(fake_asterisk) == [
+        (f"POST /channels/{caller}/ring", 204),
+        ("POST /bridges", 200),
+        ("POST /channels/create", 200),
+        (f"POST /channels/{leg}/dial", 204),
+        (f"POST /channels/{caller}/answer", 404),
+        (f"DELETE /channels/{leg}", 204),
+        (f"DELETE /bridges/{bridge}", 204),
+    ]
+    assert fake_asterisk.live_channels() == []
+
+
 async def test_caller_gone_before_hunt_rings_nobody(serve, fake_asterisk, database):
     fake_asterisk.script_endpoint(OFFICE, NoAnswer())
     # The ring request is slow, and the caller hangs up before pbx-bridge reaches the hunt.
