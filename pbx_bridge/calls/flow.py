@@ -465,9 +465,7 @@ class CallFlow:
             if not caller_answered:
                 # The caller hung up as the line answered and never talked, so the call was
                 # abandoned. The caller's StasisEnd, queued behind this event, ends it.
-                self.phase = Phase.RINGING
-                self.state.answered_at = None
-                self.state.answered_leg = None
+                self._undo_answer()
                 log.info("call %s: caller hung up as %s answered", self.channel_id, leg.destination.endpoint)
                 return
             # One side hung up meanwhile; its StasisEnd is queued behind this event and ends the call.
@@ -476,9 +474,7 @@ class CallFlow:
         except AriError as error:
             # The two sides are not connected and would wait in silence. Hang up the company leg
             # and send the caller to the fallback, which dials the company line again.
-            self.phase = Phase.RINGING
-            self.state.answered_at = None
-            self.state.answered_leg = None
+            self._undo_answer()
             await self.fall_back(f"cannot connect the caller to {leg.destination.endpoint}: {error}")
             return
         recording = await self._start_recording()
@@ -487,6 +483,12 @@ class CallFlow:
             outbound_channel_id=leg.channel_id, attempts=list(self.state.attempts),
             recording=recording,
         )
+
+    def _undo_answer(self) -> None:
+        """Return the call to ringing when the caller could not be connected to the answered line."""
+        self.phase = Phase.RINGING
+        self.state.answered_at = None
+        self.state.answered_leg = None
 
     async def _start_recording(self) -> RecordingStart | None:
         """Ask Asterisk to record the bridge; a failure is journaled and the call goes on."""
